@@ -1,0 +1,63 @@
+"""Import TensorFlow without its start-up noise on stderr (used via ``import fitbook``).
+
+TensorFlow's C++ runtime prints absl, CUDA and CPU-feature lines to file
+descriptor 2 while it is being imported, before any logging setting applies.
+We import it with that descriptor pointed at a temporary file and then replay
+every captured line that is *not* such start-up noise, so real warnings and
+errors still reach the reader.
+"""
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+
+# Lines TensorFlow prints on every start on a machine without a GPU.
+STARTUP_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r" are written to STDERR"
+    r"|[IW]\d{4} [\d:.]+ +\d+ \S+\.cc:\d+\] .*"  # absl INFO / WARNING lines
+    r"|E\d{4} [\d:.]+ +\d+ cuda\w*\.cc:\d+\] .*"  # CUDA probe without a GPU
+    r"|To enable the following instructions: .*)$"  # CPU-feature notice, line 2
+)
+
+
+def is_startup_noise(line):
+    """Return True if ``line`` is one of TensorFlow's known start-up lines."""
+    return bool(STARTUP_NOISE.match(line.rstrip("\r\n")))
+
+
+@contextlib.contextmanager
+def captured_stderr_fd():
+    """Point file descriptor 2 at a temporary file; yield a list filled on exit."""
+    lines = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode("utf-8", "replace").splitlines())
+
+
+def import_tensorflow_quietly():
+    """Import TensorFlow and Keras, replaying only stderr lines that matter."""
+    if "tensorflow" in sys.modules:
+        return  # already imported: its start-up lines are already printed
+    # C++ INFO and WARNING logs after start-up (e.g. tf.data's end-of-sequence
+    # notice) are noise for this book; a value set by the user wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with captured_stderr_fd() as lines:
+        import keras  # noqa: F401  (imports TensorFlow as its backend)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # probe devices now, inside the capture
+    for line in lines:
+        if line.strip() and not is_startup_noise(line):
+            print(line, file=sys.stderr)
