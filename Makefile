@@ -8,16 +8,31 @@ JB := $(VENV)/bin/jupyter-book
 INSTALLED := $(VENV)/.requirements-installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: book book-cached test setup data clean
+CACHED_CONFIG := _build/_config.cached.yml
+
+.PHONY: book book-cached chapter test setup data clean
 
 ## book: execute every chapter and build the HTML (errors and warnings are fatal)
 book: setup
 	$(JB) build $(BOOK_ROOT) --all -W --keep-going
 
 ## book-cached: fast rebuild while writing; re-runs only chapters whose cells changed
-book-cached: setup
-	sed 's/execute_notebooks: force/execute_notebooks: cache/' _config.yml > _config.cached.yml
-	$(JB) build . --config _config.cached.yml -W --keep-going
+book-cached: setup $(CACHED_CONFIG)
+	$(JB) build . --config $(CACHED_CONFIG) -W --keep-going
+
+## chapter: build the opening pages plus one chapter, e.g. make chapter CHAPTER=book/data
+chapter: setup $(CACHED_CONFIG)
+	@test -n "$(CHAPTER)" || { echo "usage: make chapter CHAPTER=book/NAME" >&2; exit 1; }
+	mkdir -p _build/chapters
+	printf 'format: jb-book\nroot: book/intro\nchapters:\n%s\n' \
+	  "$$(printf '  - file: %s\n' book/setup book/data $(filter-out book/setup book/data,$(CHAPTER)))" \
+	  > _build/chapters/$(notdir $(CHAPTER))_toc.yml
+	$(JB) build . --config $(CACHED_CONFIG) --toc _build/chapters/$(notdir $(CHAPTER))_toc.yml \
+	  --path-output _build/chapters/$(notdir $(CHAPTER)) -W --keep-going
+
+$(CACHED_CONFIG): _config.yml
+	mkdir -p _build
+	sed 's/execute_notebooks: force/execute_notebooks: cache/' _config.yml > $@
 
 ## test: run the test suite
 test: setup
@@ -40,4 +55,4 @@ data: $(INSTALLED)
 	bash scripts/ensure-data.sh $(PY)
 
 clean:
-	rm -rf _build _config.cached.yml
+	rm -rf _build
