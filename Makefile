@@ -56,3 +56,21 @@ data: $(INSTALLED)
 
 clean:
 	rm -rf _build
+
+# Checks of the built book, run by .ci/run after `make book`.
+.PHONY: browser-deps linkcheck browser-check
+
+## browser-deps: Debian's Chromium and ChromeDriver for the browser check (if missing)
+browser-deps:
+	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || { \
+	  echo "Installing Debian's chromium and chromium-driver ..." && \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+
+## linkcheck: every internal link and anchor of _build/html resolves (offline)
+linkcheck: $(INSTALLED)
+	$(PY) .ci/linkcheck.py _build/html
+
+## browser-check: open every page of _build/html in headless Chromium
+browser-check: $(INSTALLED) browser-deps
+	timeout 180 $(PY) .ci/browser_check.py _build/html

@@ -8,6 +8,7 @@ expect_failure() {  # $1: label, $2: code of the single cell, $3: text the log m
   local tmp
   tmp=$(mktemp -d)
   cp _config.yml "$tmp/"
+  mkdir -p "$tmp/book" && cp book/references.bib "$tmp/book/"  # named in _config.yml
   printf 'format: jb-book\nroot: broken\n' > "$tmp/_toc.yml"
   cat > "$tmp/broken.md" <<PAGE
 ---

@@ -67,7 +67,7 @@ def test_literalinclude_resolves(page, target, options):
         name = options["pyobject"]
         assert name in tags, f"{page.name}: no {name} in {target.name}"
         _, start, end = tags[name]
-        length = end - start
+        length = end - start + 1  # Sphinx includes lines[start - 1:end]
     for key in ("emphasize-lines", "lines"):
         if key in options:
             bad = [n for n in line_numbers(options[key]) if not 1 <= n <= length]

@@ -1,0 +1,50 @@
+"""Throughput of the custom train_step against Keras' built-in one, under fit().
+
+Run: .venv/bin/python benchmarks/train_step_vs_fit.py [--samples N] [--batch-size B]
+Prints the best training steps per second of the same classifier trained by
+``keras.Model``'s own ``train_step`` and by ``CustomTrainStepModel`` (chapter
+"Overriding train_step"), and their ratio. The runs alternate, so the noise of a
+shared machine spreads over both; compare ratios from one run only.
+"""
+
+import argparse
+
+import fitbook  # noqa: F401  (quiet TensorFlow import first)
+import keras
+from fitbook.data import load_fashion_mnist
+from fitbook.fit_internals import build_classifier, fit_throughput
+from fitbook.reproducibility import set_seed
+from fitbook.train_step import CustomTrainStepModel
+
+
+def main(argv=None):
+    """Time fit() with the built-in and the custom train_step; print the ratio."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--samples", type=int, default=8192, help="training images")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    args = parser.parse_args(argv)
+    set_seed(0)
+    (x, y), _ = load_fashion_mnist()
+    x, y = x[: args.samples], y[: args.samples]
+    models = {}
+    for model_class in (keras.Model, CustomTrainStepModel):
+        model = build_classifier(model_class, hidden=128)
+        model.compile(
+            optimizer="adam", loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        models[model_class.__name__] = model
+    best = dict.fromkeys(models, 0.0)
+    for _ in range(args.rounds):  # each round: one warm-up and 2 timed epochs each
+        for name, model in models.items():
+            rate = fit_throughput(model, x, y, args.batch_size, repeats=2)
+            best[name] = max(best[name], rate)
+    for name, rate in best.items():
+        print(f"{name:>22}: {rate:8.1f} steps/s")
+    ratio = best["CustomTrainStepModel"] / best["Model"]
+    print(f"custom train_step vs built-in fit(): {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

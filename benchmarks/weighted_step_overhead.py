@@ -1,0 +1,73 @@
+"""Cost of the weighted train_step and test_step against Keras' built-in steps.
+
+Run: .venv/bin/python benchmarks/weighted_step_overhead.py [--samples N]
+Prints the best samples per second of fit() and evaluate() with sample weights for
+keras.Model and for WeightedTestStepModel (chapters "Sample weights and class
+weights" and "Overriding test_step"), and their ratios. Timings depend on the
+machine and on what else runs on it; compare ratios from one run only.
+"""
+
+import argparse
+import time
+
+import fitbook  # noqa: F401  (quiet TensorFlow import first)
+import keras
+from fitbook.data import load_fashion_mnist
+from fitbook.reproducibility import set_seed
+from fitbook.sample_weights import make_classifier
+from fitbook.test_step import WeightedTestStepModel
+
+
+def best_rates(runs, n_samples, repeats):
+    """Trace each run, then time them in turn; return each one's best samples/s.
+
+    Alternating the runs and keeping the fastest of ``repeats`` spreads the
+    noise of a shared machine evenly over the runs being compared.
+    """
+    for run in runs.values():
+        run()
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeats):
+        for key, run in runs.items():
+            start = time.perf_counter()
+            run()
+            best[key] = min(best[key], time.perf_counter() - start)
+    return {key: n_samples / seconds for key, seconds in best.items()}
+
+
+def main(argv=None):
+    """Time fit() and evaluate() with sample weights for both model classes."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--samples", type=int, default=8192, help="training images")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5, help="timed epochs per run")
+    args = parser.parse_args(argv)
+    set_seed(0)
+    (x, y), _ = load_fashion_mnist()
+    x, y = x[: args.samples], y[: args.samples]
+    sample_weight = (y % 3 + 1).astype("float32")  # weights 1, 2 and 3
+    options = dict(sample_weight=sample_weight, batch_size=args.batch_size, verbose=0)
+    # A second copy of the built-in model measures the noise floor: two
+    # identical models can differ by tens of percent on a shared machine.
+    contenders = {
+        "keras.Model": keras.Model,
+        "WeightedTestStepModel": WeightedTestStepModel,
+        "keras.Model, second copy": keras.Model,
+    }
+    runs = {}
+    for name, model_class in contenders.items():
+        model = make_classifier(model_class)
+        runs[name, "fit"] = lambda m=model: m.fit(x, y, shuffle=False, **options)
+        runs[name, "evaluate"] = lambda m=model: m.evaluate(x, y, **options)
+    rates = best_rates(runs, len(x), args.repeats)
+    for (name, mode), rate in rates.items():
+        print(f"{name:>25} {mode:>8}: {rate:10.0f} samples/s")
+    for mode in ("fit", "evaluate"):
+        builtin = rates["keras.Model", mode]
+        ours = rates["WeightedTestStepModel", mode] / builtin
+        noise = rates["keras.Model, second copy", mode] / builtin
+        print(f"{mode}(): weighted steps vs built-in {ours:.2f}x "
+              f"(built-in vs its second copy: {noise:.2f}x)")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Watch fit() at work (chapter "What fit() does").
+
+``InstrumentedModel`` records when ``fit()`` traces and calls its steps and resets
+its metrics; ``EventRecorder`` records the callback hooks into the same list, so
+one ``fit()`` call leaves a complete, ordered log of what happened.
+``fit_throughput`` times fit() in steps per second.
+"""
+
+import time
+
+import keras
+import matplotlib.pyplot as plt
+import numpy as np
+import tensorflow as tf
+
+# Rows of the timeline figure, top to bottom, in the order fit() first meets them.
+EVENT_ROWS = (
+    "on_train_begin",
+    "reset_metrics",
+    "on_epoch_begin",
+    "trace train_step",
+    "on_train_batch_begin",
+    "train_step",
+    "on_train_batch_end",
+    "on_test_begin",
+    "trace test_step",
+    "on_test_batch_begin",
+    "test_step",
+    "on_test_batch_end",
+    "on_test_end",
+    "on_epoch_end",
+    "on_train_end",
+)
+
+
+def build_classifier(model_class=keras.Model, hidden=64, seed=0):
+    """A small uncompiled Fashion-MNIST MLP of class ``model_class`` (chapter "What
+    fit() does").
+
+    The same ``seed`` gives the same initial weights, without touching the global
+    seed, so two models of different classes can start alike.
+    """
+    init = keras.initializers.GlorotUniform
+    inputs = keras.Input(shape=(28, 28, 1))
+    hidden_layer = keras.layers.Dense(
+        hidden, activation="relu", kernel_initializer=init(seed)
+    )
+    outputs = keras.layers.Dense(
+        10, activation="softmax", kernel_initializer=init(seed + 1)
+    )
+    return model_class(inputs, outputs(hidden_layer(keras.layers.Flatten()(inputs))))
+
+
+def describe_batch(data):
+    """Describe a batch's structure, e.g. ``"(float32 (None, 4), int64 (None,))"``.
+
+    Used by ``InstrumentedModel`` to show what ``train_step`` receives (chapter
+    "What fit() does").
+    """
+    if isinstance(data, (tuple, list)):
+        return "(" + ", ".join(describe_batch(item) for item in data) + ")"
+    if data is None:
+        return "None"
+    return f"{data.dtype.name} {tuple(data.shape)}"
+
+
+class InstrumentedModel(keras.Model):
+    """Logs its steps and metric resets to ``self.events`` (chapter "What fit() does").
+
+    Each event is ``(source, name, detail)``. The Python body of a step runs only
+    while ``tf.function`` traces it, so a ``"trace ..."`` event is logged then; the
+    ``tf.py_function`` inside the graph logs every actual call, with its batch size.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.events = []
+
+    def record(self, name, detail=""):
+        """Append ``("model", name, detail)`` to ``self.events``."""
+        self.events.append(("model", name, detail))
+
+    def record_call(self, name, data):
+        """Log a trace of step ``name`` now and, from the graph, every call."""
+        self.record(f"trace {name}", describe_batch(data))  # Python: tracing only
+        x = keras.utils.unpack_x_y_sample_weight(data)[0]
+        batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
+        tf.py_function(lambda n: self.record(name, int(n)), [batch_size], [])
+
+    def reset_metrics(self):
+        self.record("reset_metrics")
+        super().reset_metrics()
+
+    def train_step(self, data):
+        self.record_call("train_step", data)
+        return super().train_step(data)
+
+    def test_step(self, data):
+        self.record_call("test_step", data)
+        return super().test_step(data)
+
+
+class EventRecorder(keras.callbacks.Callback):
+    """Logs every training and test hook to a list (chapter "What fit() does").
+
+    Pass the model's ``events`` list to log both into one timeline.
+    """
+
+    def __init__(self, events):
+        super().__init__()
+        self.events = events
+
+    def record(self, name, detail=""):
+        """Append ``("callback", name, detail)`` to the shared list of events."""
+        self.events.append(("callback", name, detail))
+
+    def on_train_begin(self, logs=None):
+        self.record("on_train_begin")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.record("on_epoch_begin", epoch)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.record("on_train_batch_begin", batch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.record("on_train_batch_end", batch)
+
+    def on_test_begin(self, logs=None):
+        self.record("on_test_begin")
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self.record("on_test_batch_begin", batch)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.record("on_test_batch_end", batch)
+
+    def on_test_end(self, logs=None):
+        self.record("on_test_end", ", ".join(sorted(logs or {})))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.record("on_epoch_end", ", ".join(sorted(logs or {})))
+
+    def on_train_end(self, logs=None):
+        self.record("on_train_end")
+
+
+def record_fit(x, y=None, steps_per_execution=1, **fit_options):
+    """Fit an ``InstrumentedModel``; return its events and History (chapter "What
+    fit() does").
+
+    ``fit_options`` go to ``fit()`` unchanged (``batch_size``, ``epochs``,
+    ``validation_data``, ``sample_weight``, ...); progress output is off.
+    """
+    model = build_classifier(InstrumentedModel)
+    model.compile(
+        optimizer="adam",
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
+        jit_compile=False,  # tf.py_function cannot be compiled by XLA
+    )
+    callbacks = [EventRecorder(model.events)]
+    history = model.fit(x, y, callbacks=callbacks, verbose=0, **fit_options)
+    return list(model.events), history
+
+
+def count_events(events, name):
+    """How many events are called ``name`` (chapter "What fit() does")."""
+    return sum(1 for _, event, _ in events if event == name)
+
+
+def plot_timeline(events, title="What fit() does, in order"):
+    """Draw events as a timeline, one row per kind (chapter "What fit() does")."""
+    unknown = sorted({name for _, name, _ in events} - set(EVENT_ROWS))
+    if not events or unknown:
+        raise ValueError(
+            f"events must be a non-empty list of (source, name, detail) with names "
+            f"from EVENT_ROWS; got {len(events)} events, unknown names {unknown}."
+        )
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    rows = [EVENT_ROWS.index(name) for _, name, _ in events]
+    ax.plot(range(len(events)), rows, color="0.8", linewidth=0.8, zorder=0)
+    colors = {"callback": "tab:blue", "model": "tab:orange"}
+    for source, color in colors.items():
+        order = [i for i, event in enumerate(events) if event[0] == source]
+        rows = [EVENT_ROWS.index(events[i][1]) for i in order]
+        ax.scatter(order, rows, s=18, color=color, label=f"{source} event")
+    ax.set_yticks(range(len(EVENT_ROWS)), EVENT_ROWS, fontsize=8)
+    ax.invert_yaxis()  # first events at the top
+    ax.set_xlabel("order of events during one fit() call")
+    ax.set_ylabel("event")
+    ax.set_title(title)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def fit_throughput(model, x, y, batch_size, repeats=3):
+    """Best training steps per second of ``repeats`` one-epoch fit() calls.
+
+    The model must be compiled; one untimed epoch first traces and warms up (chapter
+    "What fit() does", and ``benchmarks/train_step_vs_fit.py``).
+    """
+    if not model.compiled:
+        raise ValueError("fit_throughput needs a compiled model; call compile() first.")
+    if repeats < 1:
+        raise ValueError(f"repeats must be a positive int, got {repeats!r}.")
+    options = dict(batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+    model.fit(x, y, **options)  # warm-up: tracing and first-call costs
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.fit(x, y, **options)
+        seconds.append(time.perf_counter() - start)
+    return float(np.ceil(len(x) / batch_size) / min(seconds))

@@ -1,0 +1,397 @@
+"""Training loops from scratch, fast and safe (chapter "Training loops from scratch").
+
+Two levels:
+
+- :func:`minimal_train_step` and :func:`minimal_fit`: the smallest correct eager
+  loop, ``GradientTape`` plus ``optimizer.apply``;
+- :class:`Trainer`: the same step as methods compiled with ``tf.function``
+  (optionally XLA), with what ``fit()`` hides as options: metrics, validation,
+  per-epoch history, gradient clipping, a progress bar, Keras callbacks, a NaN
+  guard and atomic checkpoints that resume to exactly the same weights.
+"""
+
+import functools
+import math
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fitbook.checkpoints import TrainingCheckpoint
+
+MODES = ("eager", "function", "jit")  # how Trainer runs its steps
+
+
+def minimal_train_step(model, optimizer, loss_fn, x, y):
+    """One eager training step on a batch (chapter "Training loops", first loop)."""
+    with tf.GradientTape() as tape:
+        y_pred = model(x, training=True)
+        loss = loss_fn(y, y_pred)
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply(grads, model.trainable_variables)
+    return loss
+
+
+def minimal_fit(model, optimizer, loss_fn, dataset, epochs):
+    """Train ``epochs`` passes over a tf.data dataset, eagerly ("Training loops")."""
+    mean_losses = []
+    for epoch in range(epochs):
+        losses = [
+            float(minimal_train_step(model, optimizer, loss_fn, x, y))
+            for x, y in dataset
+        ]
+        mean_losses.append(float(np.mean(losses)))
+        print(f"epoch {epoch + 1}/{epochs}: mean loss {mean_losses[-1]:.4f}")
+    return mean_losses
+
+
+@keras.saving.register_keras_serializable(package="fitbook")
+class ActivityPenalty(keras.layers.Layer):
+    """Identity layer adding ``rate * mean(|x|)`` to model.losses ("Training loops")."""
+
+    def __init__(self, rate=1e-2, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0:
+            raise ValueError(f"rate must be a non-negative number, got {rate!r}.")
+        self.rate = float(rate)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate}
+
+    def call(self, x):
+        self.add_loss(self.rate * keras.ops.mean(keras.ops.abs(x)))
+        return x
+
+
+def build_classifier(hidden=128, dropout=0.2, penalty=0.0, seed=0):
+    """A small Fashion-MNIST MLP for chapter "Training loops"; ``penalty`` > 0 adds
+    an ActivityPenalty layer.
+
+    The same ``seed`` gives the same initial weights and dropout masks, without
+    touching the global seed.
+    """
+    init = keras.initializers.GlorotUniform
+    layers = [keras.Input((28, 28, 1)), keras.layers.Flatten()]
+    layers.append(
+        keras.layers.Dense(hidden, activation="relu", kernel_initializer=init(seed))
+    )
+    if penalty:
+        layers.append(ActivityPenalty(penalty))
+    layers.append(keras.layers.Dropout(dropout, seed=seed))
+    layers.append(keras.layers.Dense(10, kernel_initializer=init(seed + 1)))
+    return keras.Sequential(layers, name="classifier")
+
+
+class LearningRateRecorder(keras.callbacks.Callback):
+    """Record the learning rate each batch is trained with ("Training loops")."""
+
+    def __init__(self, optimizer):
+        super().__init__()
+        self.optimizer = optimizer
+        self.learning_rates = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.learning_rates.append(float(self.optimizer.learning_rate))
+
+
+def check_positive(name, value, allow_none=False):
+    """Return ``value`` if it is a positive number ("Training loops" options)."""
+    if value is None and allow_none:
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        hint = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be a positive number{hint}, got {value!r}.")
+    return value
+
+
+class Trainer:
+    """A small training loop with fit()'s hidden controls as options ("Training loops").
+
+    ``mode`` is ``"eager"``, ``"function"`` (``tf.function``) or ``"jit"`` (XLA).
+    ``clipnorm`` clips each gradient, ``global_clipnorm`` all of them together.
+    ``nan_guard`` skips the update of a non-finite step and stops training.
+    ``input_signature=True`` traces one graph for every batch size.
+    """
+
+    def __init__(
+        self,
+        model,
+        optimizer,
+        loss,
+        metrics=(),
+        mode="function",
+        clipnorm=None,
+        global_clipnorm=None,
+        nan_guard=True,
+        input_signature=True,
+        shuffle_seed=0,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        if not model.built:
+            raise ValueError(
+                "the model has no weights yet: start it with keras.Input(shape) "
+                "or call it once on a batch before creating the Trainer."
+            )
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.metrics = [self.loss_tracker, *metrics]
+        self.mode, self.input_signature = mode, input_signature
+        self.clipnorm = check_positive("clipnorm", clipnorm, allow_none=True)
+        self.global_clipnorm = check_positive(
+            "global_clipnorm", global_clipnorm, allow_none=True
+        )
+        self.nan_guard = nan_guard
+        self.step = keras.Variable(0, dtype="int64", trainable=False, name="step")
+        self.shuffle_seed = keras.Variable(shuffle_seed, dtype="int64", trainable=False)
+        self.trace_count = 0  # how often train_step's Python body ran
+        self.nan_step = None  # the step whose loss was not finite, if any
+        optimizer.build(model.trainable_variables)  # slots exist before tracing
+        self.compiled = {}  # step name -> compiled function
+
+    def compute_loss(self, y, y_pred):
+        """The loss fit() would compute: the loss function plus ``model.losses``."""
+        loss = self.loss_fn(y, y_pred)
+        if self.model.losses:  # add_loss() terms and weight regularizers
+            loss = keras.ops.sum([loss, *self.model.losses])
+        return loss
+
+    def clip(self, grads):
+        """Clip each gradient's norm, then their global norm, as configured."""
+        if self.clipnorm is not None:
+            grads = [tf.clip_by_norm(g, self.clipnorm) for g in grads]
+        if self.global_clipnorm is not None:
+            grads, _ = tf.clip_by_global_norm(grads, self.global_clipnorm)
+        return grads
+
+    def train_step(self, x, y):
+        """Forward pass, loss, gradients, clipping, guarded update, metric values."""
+        self.trace_count += 1  # Python code: runs on every trace, not every step
+        with tf.GradientTape() as tape:
+            y_pred = self.model(x, training=True)
+            loss = self.compute_loss(y, y_pred)
+        grads = self.clip(tape.gradient(loss, self.model.trainable_variables))
+        if self.nan_guard:  # a graph-level `if`: bad updates never touch weights
+            finite = tf.math.is_finite(loss) & tf.math.is_finite(
+                tf.linalg.global_norm(grads)
+            )
+            tf.cond(finite, lambda: self.apply(grads), lambda: None)
+        else:
+            self.apply(grads)
+        self.update_metrics(loss, y, y_pred)
+        return {m.name: m.result() for m in self.metrics}
+
+    def apply(self, grads):
+        """Apply the gradients and count the step."""
+        self.optimizer.apply(grads, self.model.trainable_variables)
+        self.step.assign_add(1)
+
+    def test_step(self, x, y):
+        """Forward pass in inference mode, loss and metrics; no update."""
+        y_pred = self.model(x, training=False)
+        loss = self.compute_loss(y, y_pred)
+        self.update_metrics(loss, y, y_pred)
+        return {m.name: m.result() for m in self.metrics}
+
+    def update_metrics(self, loss, y, y_pred):
+        """Accumulate the batch: mean loss weighted by batch size, then metrics."""
+        self.loss_tracker.update_state(loss, sample_weight=tf.shape(y)[0])
+        for metric in self.metrics[1:]:
+            metric.update_state(y, y_pred)
+
+    def results(self, prefix=""):
+        """Current metric values as plain floats, then reset for the next pass."""
+        logs = {prefix + m.name: float(m.result()) for m in self.metrics}
+        for metric in self.metrics:
+            metric.reset_state()
+        return logs
+
+    def compiled_step(self, name, x, y):
+        """Return ``train_step``/``test_step`` compiled for the mode (once per name)."""
+        if name not in self.compiled:
+            step = getattr(self, name)
+            if self.mode != "eager":
+                signature = None
+                if self.input_signature:  # unknown batch size: one trace for all
+                    signature = [
+                        tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),
+                        tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype)),
+                    ]
+                step = tf.function(
+                    step, input_signature=signature, jit_compile=self.mode == "jit"
+                )
+            self.compiled[name] = step
+        return self.compiled[name]
+
+    def batches(self, x, y, batch_size, epoch, shuffle=True):
+        """The epoch's batches; their order is a pure function of (seed, epoch)."""
+        order = np.arange(len(x))
+        if shuffle:
+            seed = [int(self.shuffle_seed.numpy()), epoch]
+            order = np.random.default_rng(seed).permutation(len(x))
+        dataset = tf.data.Dataset.from_tensor_slices((x[order], y[order]))
+        return dataset.batch(batch_size).prefetch(1)  # next batch while training
+
+    def checkpoint(self, directory, max_to_keep=3):
+        """A TrainingCheckpoint of everything a resumed run needs."""
+        return TrainingCheckpoint(
+            directory,
+            max_to_keep=max_to_keep,
+            model=self.model,  # weights and the layers' random-seed states
+            optimizer=self.optimizer,  # iteration count and moment estimates
+            step=self.step,
+            shuffle_seed=self.shuffle_seed,  # with step: the data order
+        )
+
+    def train_epoch(self, x, y, batch_size, epoch, shuffle, callbacks, progbar, saver):
+        """Train from the current step to the end of ``epoch``; return its logs."""
+        steps_per_epoch = math.ceil(len(x) / batch_size)
+        done = int(self.step.numpy()) - epoch * steps_per_epoch  # > 0 after resume
+        train_step = self.compiled_step("train_step", x, y)
+        batches = self.batches(x, y, batch_size, epoch, shuffle).skip(done)
+        for batch, (x_batch, y_batch) in enumerate(batches, start=done):
+            callbacks.on_train_batch_begin(batch)
+            logs = {k: float(v) for k, v in train_step(x_batch, y_batch).items()}
+            if self.nan_guard and not math.isfinite(logs["loss"]):  # mean of a NaN
+                self.nan_step = int(self.step.numpy()) + 1  # counted from 1
+                self.model.stop_training = True
+                break
+            callbacks.on_train_batch_end(batch, logs)
+            progbar.update(batch + 1, list(logs.items()), finalize=False)
+            if saver is not None:
+                saver(int(self.step.numpy()))
+            if self.model.stop_training:
+                break
+        return self.results()
+
+    def evaluate(self, x, y, batch_size=256, prefix=""):
+        """Loss and metrics over ``(x, y)`` in inference mode, as plain floats."""
+        test_step = self.compiled_step("test_step", x, y)
+        for x_batch, y_batch in self.batches(x, y, batch_size, 0, shuffle=False):
+            test_step(x_batch, y_batch)
+        return self.results(prefix)
+
+    def fit(
+        self,
+        x,
+        y,
+        batch_size=32,
+        epochs=1,
+        validation_data=None,
+        shuffle=True,
+        callbacks=(),
+        checkpoint_dir=None,
+        checkpoint_every=None,
+        verbose=2,
+    ):
+        """Train until ``epochs`` epochs are done in total; return per-epoch history.
+
+        Training continues from ``self.step``: with ``checkpoint_dir`` the newest
+        checkpoint there is restored first, and one is saved every
+        ``checkpoint_every`` steps (default: at the end of each epoch).
+        """
+        x, y = check_data(x, y, batch_size)
+        steps_per_epoch = math.ceil(len(x) / batch_size)
+        saver = self.make_saver(checkpoint_dir, checkpoint_every, steps_per_epoch)
+        callbacks = keras.callbacks.CallbackList(
+            list(callbacks), model=self.model, epochs=epochs, steps=steps_per_epoch
+        )
+        history, self.nan_step, self.model.stop_training = {}, None, False
+        callbacks.on_train_begin()
+        for epoch in range(int(self.step.numpy()) // steps_per_epoch, epochs):
+            if verbose:
+                print(f"Epoch {epoch + 1}/{epochs}")
+            progbar = keras.utils.Progbar(
+                steps_per_epoch, verbose=verbose, stateless_metrics=()
+            )
+            callbacks.on_epoch_begin(epoch)
+            logs = self.train_epoch(
+                x, y, batch_size, epoch, shuffle, callbacks, progbar, saver
+            )
+            if validation_data is not None and self.nan_step is None:
+                logs.update(self.evaluate(*validation_data, prefix="val_"))
+            seen = int(self.step.numpy()) - epoch * steps_per_epoch
+            progbar.update(seen, list(logs.items()), finalize=True)
+            callbacks.on_epoch_end(epoch, logs)
+            for name, value in logs.items():
+                history.setdefault(name, []).append(value)
+            if self.model.stop_training:
+                break
+        callbacks.on_train_end()
+        if self.nan_step is not None and verbose:
+            print(f"Stopped: non-finite loss at step {self.nan_step}; not applied.")
+        return history
+
+    def make_saver(self, directory, every, steps_per_epoch):
+        """Return ``save(step)`` that checkpoints every ``every`` steps, or None."""
+        if directory is None:
+            if every is not None:
+                raise ValueError("checkpoint_every needs a checkpoint_dir.")
+            return None
+        every = check_positive("checkpoint_every", every or steps_per_epoch)
+        checkpoint = self.checkpoint(directory)
+        checkpoint.restore_latest()  # nothing happens when the directory is new
+
+        def save(step):
+            if step % every == 0:
+                checkpoint.save(step)
+
+        return save
+
+
+def check_data(x, y, batch_size):
+    """Return ``x, y`` as arrays after checking they fit ("Training loops")."""
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(
+            f"x and y must hold the same, non-zero number of samples; got "
+            f"{len(x)} and {len(y)}."
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    return x, y
+
+
+def update_norms(trainer, x, y):
+    """One ``train_step`` on ``(x, y)``; each weight's change norm ("Training loops").
+
+    With plain SGD at learning rate 1 these are the norms of the applied gradients.
+    """
+    variables = trainer.model.trainable_variables
+    before = [v.numpy() for v in variables]
+    trainer.compiled_step("train_step", x, y)(x, y)
+    return [float(np.linalg.norm(v.numpy() - b)) for v, b in zip(variables, before)]
+
+
+def measure_throughput(build_model, x, y, batch_size, mode, repeats=3):
+    """Steps per second of a mode of MODES or ``"fit"`` (chapter "Training loops").
+
+    After one untimed warm-up epoch (tracing, compiling), ``repeats`` epochs are
+    timed one by one and the fastest counts: other work on the machine can only
+    slow an epoch down, so the best epoch is the least disturbed measurement.
+    """
+    model = build_model()
+    optimizer = keras.optimizers.Adam(1e-3)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if mode == "fit":
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+        train = functools.partial(model.fit, x, y, batch_size, epochs=1, verbose=0)
+    else:
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        trainer = Trainer(model, optimizer, loss, metrics, mode=mode)
+        steps_per_epoch = math.ceil(len(x) / batch_size)
+
+        def train():  # one more epoch: fit() continues from trainer.step
+            epochs_done = int(trainer.step.numpy()) // steps_per_epoch
+            trainer.fit(x, y, batch_size, epochs=epochs_done + 1, verbose=0)
+
+    train()  # warm-up
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        train()
+        seconds.append(time.perf_counter() - start)
+    return math.ceil(len(x) / batch_size) / min(seconds)

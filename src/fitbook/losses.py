@@ -1,0 +1,102 @@
+"""Three ways to give a loss more than ``(y_true, y_pred)`` (chapter "A VAE").
+
+1. ``ExpectedCost``: a ``keras.losses.Loss`` subclass whose extra values are
+   constructor parameters, saved by ``get_config``.
+2. ``ActivityPenalty``: a layer that calls ``add_loss`` with a value computed
+   from its own inputs; ``fit()`` adds it to the compiled loss.
+3. ``MirrorConsistentModel``: a ``train_step`` override, for a loss that needs
+   another forward pass.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="fitbook")
+class ExpectedCost(keras.losses.Loss):
+    """Expected misclassification cost ``sum_j p_j C[y, j]`` (chapter "A VAE")."""
+
+    def __init__(self, cost_matrix, name="expected_cost", **kwargs):
+        super().__init__(name=name, **kwargs)
+        cost_matrix = np.asarray(cost_matrix, dtype="float32")
+        if cost_matrix.ndim != 2 or cost_matrix.shape[0] != cost_matrix.shape[1]:
+            raise ValueError(
+                "cost_matrix must be square, (num_classes, num_classes), with "
+                f"cost_matrix[true, predicted]; got shape {cost_matrix.shape}."
+            )
+        self.cost_matrix = cost_matrix
+
+    def call(self, y_true, y_pred):
+        # y_true: integer labels (n,) or (n, 1); y_pred: probabilities (n, k).
+        labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+        costs = ops.take(ops.convert_to_tensor(self.cost_matrix), labels, axis=0)
+        return ops.sum(costs * y_pred, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "cost_matrix": self.cost_matrix.tolist()}
+
+
+@keras.saving.register_keras_serializable(package="fitbook")
+class ActivityPenalty(keras.layers.Layer):
+    """Pass inputs through; ``add_loss(rate * mean(x**2))`` (chapter "A VAE")."""
+
+    def __init__(self, rate, **kwargs):
+        super().__init__(**kwargs)
+        if rate < 0:
+            raise ValueError(f"rate must be >= 0, got {rate!r}.")
+        self.rate = rate
+
+    def call(self, x):
+        self.add_loss(self.rate * ops.mean(ops.square(x)))
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate}
+
+
+@keras.saving.register_keras_serializable(package="fitbook")
+class MirrorConsistentModel(keras.Model):
+    """Compiled loss + ``weight`` * (f(x) - f(mirror x))^2 (chapter "A VAE")."""
+
+    def __init__(self, *args, weight=1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.weight = weight
+        self.consistency_tracker = keras.metrics.Mean(name="consistency")
+
+    def train_step(self, data):
+        # 1. Unpack.
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if len(x.shape) != 4:
+            raise ValueError(
+                "MirrorConsistentModel mirrors images left to right and needs x "
+                f"of shape (batch, height, width, channels); got {x.shape}."
+            )
+        # 2. Forward under the tape: the compiled loss (with any add_loss terms of
+        # this pass), then a second pass on left-right mirrored images.
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+            )
+            y_mirror = self(ops.flip(x, axis=2), training=True)
+            consistency = ops.mean(ops.square(y_pred - y_mirror))
+            loss = loss + self.weight * consistency
+        # 3. Gradients.
+        grads = tape.gradient(loss, self.trainable_weights)
+        # 4. Apply.
+        self.optimizer.apply(grads, self.trainable_weights)
+        # 5. Update metrics: the loss tracker gets the total, the others as usual.
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss)
+            elif metric is self.consistency_tracker:
+                metric.update_state(consistency)
+            else:
+                metric.update_state(y, y_pred, sample_weight=sample_weight)
+        # 6. Return.
+        return {m.name: m.result() for m in self.metrics}
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight}

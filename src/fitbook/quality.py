@@ -1,0 +1,187 @@
+"""Score generated images with a small Fashion-MNIST classifier (chapter "A GAN").
+
+Three numbers, computed the same way for real images, generated images and noise:
+
+- ``confidence``: mean top-class probability (high when images look like *some*
+  class);
+- ``coverage``: entropy of the histogram of predicted classes divided by
+  ``log(10)``, 1 when all ten classes are equally frequent, 0 when one class
+  takes everything (the signature of mode collapse);
+- ``frechet``: the Fréchet distance between Gaussians fitted to the
+  classifier's penultimate-layer features of the images and of real test
+  images (the idea of FID, with a Fashion-MNIST classifier instead of Inception).
+
+``python -m fitbook.quality`` trains the classifier and writes it, with a JSON
+of provenance, to ``artifacts/gan/``.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "gan"
+CLASSIFIER_PATH = ARTIFACTS / "classifier.keras"
+FEATURES_LAYER = "features"  # the penultimate layer whose outputs are compared
+N_CLASSES = 10
+
+
+def build_classifier():
+    """A small CNN for 28x28x1 images with a named penultimate ``features`` layer."""
+    return keras.Sequential(
+        [
+            keras.Input(shape=(28, 28, 1)),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dense(64, activation="relu", name=FEATURES_LAYER),
+            layers.Dense(N_CLASSES),
+        ],
+        name="classifier",
+    )
+
+
+def train_classifier(x, y, epochs=2, batch_size=128, verbose=2):
+    """Train ``build_classifier()`` on images ``x`` and integer labels ``y``."""
+    model = build_classifier()
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=verbose)
+    return model
+
+
+def load_classifier(path=CLASSIFIER_PATH):
+    """Load the committed classifier; say how to make it if it is missing."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"No classifier at {path}. Train and save one with "
+            "`python -m fitbook.quality` (about a minute on a CPU)."
+        )
+    return keras.saving.load_model(path)
+
+
+def classifier_outputs(classifier, images, batch_size=500):
+    """Return (class probabilities, penultimate features) for ``images``."""
+    images = np.asarray(images, dtype="float32")
+    if images.ndim != 4 or images.shape[1:] != (28, 28, 1):
+        raise ValueError(
+            f"images must have shape (n, 28, 28, 1), got {images.shape}."
+        )
+    both = keras.Model(
+        classifier.inputs,
+        [classifier.outputs[0], classifier.get_layer(FEATURES_LAYER).output],
+    )
+    # Eager calls in batches: predict() would trace a new function per call.
+    starts = range(0, len(images), batch_size)
+    outputs = [both(images[i : i + batch_size]) for i in starts]
+    logits, features = (np.concatenate([o[k] for o in outputs]) for k in (0, 1))
+    probs = keras.ops.convert_to_numpy(keras.ops.softmax(logits))
+    return probs, features.astype("float64")
+
+
+def gaussian_stats(features):
+    """Mean vector and covariance matrix of feature rows (chapter "A GAN")."""
+    features = np.asarray(features, dtype="float64")
+    if features.ndim != 2 or len(features) < 2:
+        raise ValueError(
+            f"features must be a 2-D array with at least 2 rows, got shape "
+            f"{features.shape}."
+        )
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def frechet_distance(mu1, cov1, mu2, cov2):
+    """Squared Fréchet (2-Wasserstein) distance between two Gaussians.
+
+    ``|mu1 - mu2|^2 + Tr(cov1 + cov2 - 2 (cov1^1/2 cov2 cov1^1/2)^1/2)``; the
+    symmetric form lets NumPy's ``eigh`` take every square root.
+    """
+    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
+    cov1, cov2 = np.atleast_2d(cov1), np.atleast_2d(cov2)
+    square = (len(mu1), len(mu1))
+    if mu1.shape != mu2.shape or cov1.shape != square or cov2.shape != square:
+        raise ValueError(
+            f"Shapes do not match: means {mu1.shape} and {mu2.shape}, "
+            f"covariances {cov1.shape} and {cov2.shape}; expected (d,) and (d, d)."
+        )
+    root1 = psd_sqrt(cov1)
+    cross = np.trace(psd_sqrt(root1 @ cov2 @ root1))
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2 * cross)
+
+
+def psd_sqrt(matrix):
+    """Square root of a symmetric positive semi-definite matrix (chapter "A GAN")."""
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+
+def class_coverage(predicted):
+    """Entropy of the histogram of predicted classes over log(10), in [0, 1]."""
+    counts = np.bincount(np.asarray(predicted, dtype="int64"), minlength=N_CLASSES)
+    if counts.sum() == 0 or len(counts) > N_CLASSES:
+        raise ValueError(
+            f"predicted must be a non-empty list of class indices 0..{N_CLASSES - 1}."
+        )
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum() / np.log(N_CLASSES)) + 0.0  # never -0.0
+
+
+def quality_scores(classifier, images, reference_stats):
+    """Confidence, class coverage and Fréchet distance of ``images`` (a dict)."""
+    probs, features = classifier_outputs(classifier, images)
+    return {
+        "confidence": float(probs.max(axis=1).mean()),
+        "coverage": class_coverage(probs.argmax(axis=1)),
+        "frechet": frechet_distance(*gaussian_stats(features), *reference_stats),
+    }
+
+
+def reference_stats(classifier, real_images):
+    """Feature mean and covariance of real images, the Fréchet reference."""
+    return gaussian_stats(classifier_outputs(classifier, real_images)[1])
+
+
+def main(argv=None):
+    """Train the classifier, report its test accuracy, save it with provenance."""
+    import fitbook  # noqa: F401  (quiet TensorFlow import)
+    from fitbook.data import FASHION_MNIST_FILES, load_fashion_mnist
+    from fitbook.reproducibility import set_seed
+
+    parser = argparse.ArgumentParser(prog="python -m fitbook.quality")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=CLASSIFIER_PATH)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    set_seed(args.seed)
+    (x_train, y_train), (x_test, y_test) = load_fashion_mnist()
+    start = time.perf_counter()
+    model = train_classifier(x_train, y_train, epochs=args.epochs)
+    seconds = time.perf_counter() - start
+    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(args.out)
+    provenance = {
+        "command": "python -m fitbook.quality " + " ".join(argv),
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "train_images_sha256": FASHION_MNIST_FILES[0].sha256,
+        "test_accuracy": float(accuracy),
+        "training_seconds": round(seconds, 1),
+    }
+    args.out.with_suffix(".json").write_text(json.dumps(provenance, indent=2) + "\n")
+    print(json.dumps(provenance, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The checks of the built book (.ci/linkcheck.py, .ci/browser_check.py) catch what
+they claim to, tested on tiny synthetic sites; no browser is needed here."""
+
+import http.server
+import importlib.util
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CI = Path(__file__).resolve().parents[2] / ".ci"
+sys.path.insert(0, str(CI))  # the scripts import each other, as when run from .ci/
+
+
+def load(name):
+    """Import a script of .ci/ as a module."""
+    spec = importlib.util.spec_from_file_location(name, CI / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+linkcheck = load("linkcheck")
+browser_check = load("browser_check")
+
+
+def write(path, body):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"<html><head></head><body><main>{body}</main></body></html>")
+
+
+@pytest.fixture
+def site(tmp_path):
+    """A two-page book whose links all resolve."""
+    root = tmp_path / "html"
+    write(root / "index.html", '<a href="book/a.html">a</a>')
+    write(
+        root / "book" / "a.html",
+        '<h1 id="top">A</h1><a href="b.html#sec">b</a><a href="#top">up</a>'
+        '<img src="../_images/fig.png"><a href="https://example.org/x">out</a>'
+        '<a href="mailto:someone@example.org">mail</a>',
+    )
+    write(root / "book" / "b.html", '<h2 id="sec">S</h2><a href="../index.html">i</a>')
+    (root / "_images").mkdir()
+    (root / "_images" / "fig.png").write_bytes(b"png")
+    return root
+
+
+def test_clean_site_passes_and_external_links_are_listed(site):
+    problems, external = linkcheck.check_internal(site)
+    assert problems == []
+    assert external == ["https://example.org/x"]
+    assert linkcheck.main([str(site)]) == 0
+
+
+def test_broken_page_anchor_image_and_escape_are_reported(site):
+    write(
+        site / "book" / "b.html",
+        '<h2 id="sec">S</h2><a href="missing.html">1</a><a href="a.html#nope">2</a>'
+        '<img src="../_images/gone.png"><a href="../../outside.html">3</a>',
+    )
+    problems, _ = linkcheck.check_internal(site)
+    assert len(problems) == 4, problems
+    assert any("missing.html does not exist" in p for p in problems)
+    assert any("a.html#nope: no such anchor" in p for p in problems)
+    assert any("gone.png does not exist" in p for p in problems)
+    assert any("points outside the build" in p for p in problems)
+    assert linkcheck.main([str(site), "--no-self-check"]) == 1
+
+
+def test_self_check_trusts_a_working_checker(site):
+    assert linkcheck.self_check(site)
+
+
+def test_missing_build_is_a_clear_failure(tmp_path, capsys):
+    assert linkcheck.main([str(tmp_path)]) == 1
+    assert "no built book" in capsys.readouterr().out
+
+
+@pytest.fixture
+def local_server(site):
+    """Serve ``site`` on 127.0.0.1; yield its base URL."""
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(  # noqa: E731
+        *a, directory=str(site)
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.RequestHandlerClass.log_message = lambda *a: None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def test_external_check_reports_a_dead_link(local_server):
+    problems = linkcheck.check_external(
+        [local_server + "index.html", local_server + "nowhere.html"]
+    )
+    assert len(problems) == 1 and "nowhere.html" in problems[0] and "404" in problems[0]
+
+
+def test_toc_files_walks_parts_chapters_and_sections():
+    toc = {
+        "root": "intro",
+        "parts": [{"chapters": [{"file": "a", "sections": [{"file": "a1"}]}]}],
+    }
+    assert browser_check.toc_files(toc) == ["intro", "a", "a1"]
+
+
+def test_server_points_mathjax_at_the_local_copy(site):
+    cdn = browser_check.MATHJAX_CDN + "es5/tex-mml-chtml.js"
+    write(site / "math.html", f'<script src="{cdn}"></script>')
+    server, base = browser_check.serve(site)
+    try:
+        page = urllib.request.urlopen(base + "math.html").read().decode()
+        local = browser_check.MATHJAX_LOCAL + "es5/tex-mml-chtml.js"
+        assert cdn not in page and local in page
+        script = urllib.request.urlopen(base + local.lstrip("/"))
+        assert script.status == 200 and b"MathJax" in script.read()
+    finally:
+        server.shutdown()

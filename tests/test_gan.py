@@ -1,0 +1,182 @@
+"""Tests of fitbook.gan: models, the shared steps, the train_step GAN, the CLI."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fitbook import gan as G
+from fitbook.quality import load_classifier, quality_scores, reference_stats
+
+ARTIFACTS = G.Path(__file__).resolve().parents[1] / "artifacts" / "gan"
+LOSS = keras.losses.BinaryCrossentropy(from_logits=True)
+
+
+def images(n, seed=0):
+    """``n`` random 28x28x1 images in [0, 1]."""
+    return np.random.default_rng(seed).random((n, 28, 28, 1)).astype("float32")
+
+
+def weights(model):
+    """Copies of a model's weights as NumPy arrays."""
+    return [np.array(w) for w in model.get_weights()]
+
+
+def changed(before, after):
+    """True for each weight array that differs between two snapshots."""
+    return [not np.array_equal(b, a) for b, a in zip(before, after)]
+
+
+def test_parameter_counts():
+    assert G.build_generator().count_params() == 1_339_905
+    assert G.build_discriminator().count_params() == 74_625
+
+
+def test_generator_makes_images_in_unit_range():
+    x = G.build_generator()(np.zeros((3, G.LATENT_DIM), "float32"))
+    assert tuple(x.shape) == (3, 28, 28, 1)
+    assert 0.0 <= float(keras.ops.min(x)) and float(keras.ops.max(x)) <= 1.0
+
+
+def test_targets_move_inward_by_label_noise():
+    recipe = G.GanRecipe(label_noise=0.1, real_label=0.9)
+    y = G.discriminator_targets(2, np.array([[1.0], [0.0], [1.0], [0.5]]), recipe)
+    np.testing.assert_allclose(np.ravel(y), [0.9 * 0.9 + 0.1 * 0.1, 0.9, 0.1, 0.05])
+
+
+def test_discriminator_step_changes_only_discriminator():
+    g, d = G.build_generator(), G.build_discriminator()
+    opt, _ = G.make_optimizers(G.SEED_RECIPE)
+    g0, d0 = weights(g), weights(d)
+    z_d, u, _ = G.draw_step_noise(keras.random.SeedGenerator(1), 8)
+    loss = G.discriminator_step(g, d, opt, LOSS, images(8), z_d, u, G.SEED_RECIPE)
+    assert np.isfinite(float(loss))
+    assert not any(changed(g0, weights(g)))
+    assert all(changed(d0, weights(d)))
+
+
+def test_generator_step_changes_only_generator():
+    g, d = G.build_generator(), G.build_discriminator()
+    _, opt = G.make_optimizers(G.SEED_RECIPE)
+    g0, d0 = weights(g), weights(d)
+    loss = G.generator_step(g, d, opt, LOSS, keras.random.normal((8, G.LATENT_DIM)))
+    assert np.isfinite(float(loss))
+    assert all(changed(g0, weights(g)))
+    assert not any(changed(d0, weights(d)))
+
+
+def test_fit_on_images_and_labels_then_evaluate():
+    gan = G.build_gan(seed=1)
+    ds = tf.data.Dataset.from_tensor_slices((images(32), np.arange(32) % 10))
+    history = G.LossHistory()
+    fitted = gan.fit(
+        ds.batch(8), epochs=2, shuffle=False, verbose=0, callbacks=[history]
+    )
+    logs = fitted.history
+    assert set(logs) == {"d_loss", "g_loss"} and len(logs["d_loss"]) == 2
+    assert np.isfinite(logs["d_loss"] + logs["g_loss"]).all()
+    assert history.steps == list(range(1, 9))
+    # The per-step values average back to what fit() reported for epoch 2.
+    assert np.mean(history.g_loss[4:]) == pytest.approx(logs["g_loss"][1], rel=1e-4)
+    scores = gan.evaluate(ds.batch(8), verbose=0, return_dict=True)
+    assert set(scores) == {"d_loss", "g_loss"}
+    assert np.isfinite(list(scores.values())).all()
+
+
+def test_wrong_image_shape_is_a_clear_error():
+    gan = G.build_gan()
+    with pytest.raises(ValueError, match=r"\(batch, 28, 28, 1\).*x\[\.\.\., None\]"):
+        gan.fit(images(16)[..., 0], batch_size=8, epochs=1, verbose=0)
+
+
+def test_loss_history_recovers_per_step_values_from_running_means():
+    history = G.LossHistory()
+    history.on_epoch_begin(0)
+    values = [1.0, 3.0, 8.0]
+    for k, _ in enumerate(values):
+        mean = float(np.mean(values[: k + 1]))
+        history.on_train_batch_end(k, {"d_loss": mean, "g_loss": 2 * mean})
+    np.testing.assert_allclose(history.d_loss, values)
+    np.testing.assert_allclose(history.g_loss, [2 * v for v in values])
+
+
+def test_image_grid_callback_keeps_and_saves_grids(tmp_path):
+    gan = G.build_gan()
+    z = keras.random.normal((4, G.LATENT_DIM), seed=0)
+    grid = G.ImageGridCallback(z, every=2, directory=tmp_path, steps_per_epoch=2)
+    gan.fit(images(8), batch_size=4, epochs=4, verbose=0, callbacks=[grid])
+    assert [when for when, _ in grid.grids] == [4, 8]  # every 2 epochs of 2 steps
+    assert grid.grids[0][1].shape == (4, 28, 28, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "grid_step_000004.png",
+        "grid_step_000008.png",
+    ]
+
+
+def test_plot_losses_has_labels_and_rejects_short_runs():
+    fig = G.plot_losses(range(1, 11), np.ones(10), np.ones(10), window=5, title="t")
+    ax = fig.axes[0]
+    assert ax.get_title() == "t" and ax.get_xlabel() and ax.get_ylabel()
+    with pytest.raises(ValueError, match="at least window=50"):
+        G.plot_losses(range(3), [1] * 3, [1] * 3)
+
+
+def test_models_round_trip_through_keras_files(tmp_path):
+    z = keras.random.normal((2, G.LATENT_DIM), seed=0)
+    for model, x in ((G.build_generator(), z), (G.build_discriminator(), images(2))):
+        model.save(tmp_path / f"{model.name}.keras")
+        loaded = keras.saving.load_model(tmp_path / f"{model.name}.keras")
+        np.testing.assert_array_equal(loaded(x), model(x))
+
+
+def test_resumed_training_matches_uninterrupted_training(tmp_path):
+    x = images(24)
+    straight = G.build_gan(seed=5)
+    interrupted = G.build_gan(seed=5)
+    interrupted.set_weights(straight.get_weights())
+    for gan in (straight, interrupted):
+        gan.fit(x[:16], batch_size=8, epochs=1, shuffle=False, verbose=0)
+    G.make_checkpoint(interrupted, tmp_path).save(2)
+    resumed = G.build_gan(seed=99)  # other weights and seed: all come back
+    assert G.make_checkpoint(resumed, tmp_path).restore_latest() == 2
+    for gan in (straight, resumed):
+        gan.fit(x[16:], batch_size=8, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(weights(straight), weights(resumed)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_command_line_trains_logs_and_resumes(tmp_path, fashion_mnist_dir, capsys):
+    argv = ["train", "--out", str(tmp_path), "--steps", "4", "--log-every", "2"]
+    argv += ["--grid-every", "1", "--verbose", "0"]
+    G.main(argv)
+    with pytest.raises(SystemExit, match="--resume"):
+        G.main(argv)  # refuses to overwrite a run
+    G.main([*argv[:4], "6", *argv[5:], "--resume"])
+    assert "resumed from step 4" in capsys.readouterr().out
+    run = G.read_run(tmp_path)
+    np.testing.assert_array_equal(run["scores"]["step"], [2, 4, 6])
+    np.testing.assert_array_equal(run["losses"]["step"], np.arange(1, 7))
+    provenance = json.loads((tmp_path / "provenance.json").read_text())
+    assert provenance["steps"] == 6 and provenance["recipe"]["beta_1"] == 0.5
+    assert keras.saving.load_model(tmp_path / "generator.keras").count_params() == (
+        1_339_905
+    )
+
+
+def test_committed_generator_beats_untrained_one(fashion_mnist_dir):
+    from fitbook.data import load_fashion_mnist
+
+    classifier = load_classifier()
+    _, (x_test, _) = load_fashion_mnist()
+    reference = reference_stats(classifier, x_test[:2000])
+    z = keras.random.normal((500, G.LATENT_DIM), seed=0)
+    trained = keras.saving.load_model(ARTIFACTS / "long" / "generator.keras")
+    keras.utils.set_random_seed(0)
+    scores = [
+        quality_scores(classifier, G.generate(model, z), reference)
+        for model in (trained, G.build_generator())
+    ]
+    assert scores[0]["frechet"] < 0.5 * scores[1]["frechet"]
+    assert scores[0]["coverage"] > scores[1]["coverage"] + 0.2

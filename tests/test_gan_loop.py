@@ -1,0 +1,72 @@
+"""Tests of fitbook.gan_loop: the from-scratch loop runs the train_step algorithm."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fitbook import gan as G
+from fitbook.gan_loop import GanTrainer, train_gan_loop
+
+
+def images(n, seed=0):
+    """``n`` random 28x28x1 images in [0, 1]."""
+    return np.random.default_rng(seed).random((n, 28, 28, 1)).astype("float32")
+
+
+def trainer_like(gan, seed):
+    """A ``GanTrainer`` with fresh networks holding ``gan``'s current weights."""
+    g, d = G.build_generator(), G.build_discriminator()
+    g.set_weights(gan.generator.get_weights())
+    d.set_weights(gan.discriminator.get_weights())
+    loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
+    return GanTrainer(g, d, *G.make_optimizers(gan.recipe), loss_fn, gan.recipe, seed)
+
+
+def assert_same_weights(a, b):
+    for x, y in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_one_step_matches_fit_train_step():
+    recipe = G.FIXED_RECIPE
+    gan = G.build_gan(recipe, seed=7)
+    trainer = trainer_like(gan, seed=7)  # same weights, same random draws
+    x = images(16)
+    before = gan.generator.get_weights()[0]
+    logs = gan.fit(x, batch_size=16, epochs=1, shuffle=False, verbose=0).history
+    d_loss, g_loss = trainer.train_step(x)
+    assert float(d_loss) == pytest.approx(logs["d_loss"][0], rel=1e-5)
+    assert float(g_loss) == pytest.approx(logs["g_loss"][0], rel=1e-5)
+    assert_same_weights(gan.generator, trainer.generator)
+    assert_same_weights(gan.discriminator, trainer.discriminator)
+    assert not np.allclose(before, gan.generator.get_weights()[0])  # it did train
+
+
+def test_loop_resumes_where_it_stopped(tmp_path):
+    x = tf.data.Dataset.from_tensors(images(8)).repeat()  # every batch the same
+    gan = G.build_gan(seed=3)
+    straight, first, second = (trainer_like(gan, seed=3) for _ in range(3))
+    history = train_gan_loop(straight, x, 3, tmp_path / "straight", verbose=0)
+    assert history["step"] == [1, 2, 3] and np.isfinite(history["d_loss"]).all()
+    train_gan_loop(first, x, 2, tmp_path / "run", save_every=1, verbose=0)
+    resumed = train_gan_loop(second, x, 3, tmp_path / "run", verbose=0)
+    assert resumed["step"] == [3]  # restored at step 2, trained one more
+    assert_same_weights(straight.generator, second.generator)
+    assert_same_weights(straight.discriminator, second.discriminator)
+
+
+def test_loop_accepts_images_with_labels(tmp_path):
+    ds = tf.data.Dataset.from_tensor_slices((images(16), np.arange(16)))
+    trainer = trainer_like(G.build_gan(), seed=0)
+    history = train_gan_loop(trainer, ds.batch(8), 2, tmp_path, verbose=0)
+    assert history["step"] == [1, 2]
+
+
+def test_loop_rejects_bad_steps_and_short_data(tmp_path):
+    trainer = trainer_like(G.build_gan(), seed=0)
+    with pytest.raises(ValueError, match="positive int"):
+        train_gan_loop(trainer, [], 0, tmp_path)
+    short = tf.data.Dataset.from_tensors(images(4))
+    with pytest.raises(ValueError, match=r"ended after step 1 of 3.*repeat"):
+        train_gan_loop(trainer, short, 3, tmp_path, verbose=0)
