@@ -41,13 +41,13 @@ def test_add_loss_penalty_joins_the_compiled_loss():
     inputs = keras.Input((3,))
     model = keras.Model(inputs, ActivityPenalty(0.5)(inputs))  # identity + penalty
     model(x)
-    penalty = 0.5 * np.mean(x**2)
+    penalty = 0.5 * np.mean(np.abs(x))
     np.testing.assert_allclose(float(model.losses[0]), penalty, rtol=1e-6)
     model.compile(loss="mse")
     mse = np.mean(x**2)  # the model's output is x and the target is zero
     loss = model.evaluate(x, y, verbose=0)
     np.testing.assert_allclose(loss, mse + penalty, rtol=1e-5)
-    with pytest.raises(ValueError, match="rate must be >= 0"):
+    with pytest.raises(ValueError, match="rate must be a non-negative number"):
         ActivityPenalty(-1.0)
 
 

@@ -2,8 +2,9 @@
 
 1. ``ExpectedCost``: a ``keras.losses.Loss`` subclass whose extra values are
    constructor parameters, saved by ``get_config``.
-2. ``ActivityPenalty``: a layer that calls ``add_loss`` with a value computed
-   from its own inputs; ``fit()`` adds it to the compiled loss.
+2. ``ActivityPenalty`` (defined in :mod:`fitbook.loop`, re-exported here): a
+   layer that calls ``add_loss`` with a value computed from its own inputs;
+   ``fit()`` adds it to the compiled loss.
 3. ``MirrorConsistentModel``: a ``train_step`` override, for a loss that needs
    another forward pass.
 """
@@ -12,6 +13,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
+
+from fitbook.loop import ActivityPenalty  # noqa: F401  (re-exported: way 2)
 
 
 @keras.saving.register_keras_serializable(package="fitbook")
@@ -36,24 +39,6 @@ class ExpectedCost(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "cost_matrix": self.cost_matrix.tolist()}
-
-
-@keras.saving.register_keras_serializable(package="fitbook")
-class ActivityPenalty(keras.layers.Layer):
-    """Pass inputs through; ``add_loss(rate * mean(x**2))`` (chapter "A VAE")."""
-
-    def __init__(self, rate, **kwargs):
-        super().__init__(**kwargs)
-        if rate < 0:
-            raise ValueError(f"rate must be >= 0, got {rate!r}.")
-        self.rate = rate
-
-    def call(self, x):
-        self.add_loss(self.rate * ops.mean(ops.square(x)))
-        return x
-
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate}
 
 
 @keras.saving.register_keras_serializable(package="fitbook")

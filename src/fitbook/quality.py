@@ -78,7 +78,7 @@ def classifier_outputs(classifier, images, batch_size=500):
             f"images must have shape (n, 28, 28, 1), got {images.shape}."
         )
     both = keras.Model(
-        classifier.inputs,
+        classifier.inputs[0],
         [classifier.outputs[0], classifier.get_layer(FEATURES_LAYER).output],
     )
     # Eager calls in batches: predict() would trace a new function per call.
