@@ -59,7 +59,8 @@ def test_book_has_includes():
 )
 def test_literalinclude_resolves(page, target, options):
     assert target.is_file(), f"{page.name} includes missing file {target}"
-    assert REPO_ROOT / "src" in target.parents, f"{page.name} includes code outside src/"
+    outside = f"{page.name} includes code outside src/"
+    assert REPO_ROOT / "src" in target.parents, outside
     length = len(target.read_text().splitlines())
     if "pyobject" in options:
         # The same lookup Sphinx's literalinclude uses for :pyobject:.
@@ -81,8 +82,10 @@ def test_toc_entry_exists_and_executes(name):
     text = page.read_text()
     if "{code-cell}" in text:
         # Without this front matter myst-nb silently leaves the cells unexecuted.
-        assert text.startswith("---\njupytext:"), f"{page.name} lacks jupytext front matter"
-        assert "kernelspec:" in text.split("\n---", 2)[0], f"{page.name} lacks a kernelspec"
+        front_matter = text.split("\n---", 2)[0]
+        has_jupytext = text.startswith("---\njupytext:")
+        assert has_jupytext, f"{page.name} lacks jupytext front matter"
+        assert "kernelspec:" in front_matter, f"{page.name} lacks a kernelspec"
 
 
 def test_every_chapter_is_in_the_toc():

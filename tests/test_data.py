@@ -59,13 +59,17 @@ def test_debian_dir_before_keras_cache(fashion_mnist_dir, no_default_locations):
     assert data.locate_fashion_mnist() == debian
 
 
-def test_keras_cache_used_when_no_debian_package(fashion_mnist_dir, no_default_locations):
+def test_keras_cache_used_when_no_debian_package(
+    fashion_mnist_dir, no_default_locations
+):
     cache = link_files(fashion_mnist_dir, data.keras_cache_dir())
     assert cache == no_default_locations / "keras" / "datasets" / "fashion-mnist"
     assert data.locate_fashion_mnist() == cache
 
 
-def test_download_is_the_last_resort(fashion_mnist_dir, no_default_locations, monkeypatch):
+def test_download_is_the_last_resort(
+    fashion_mnist_dir, no_default_locations, monkeypatch
+):
     def fake_download():
         return link_files(fashion_mnist_dir, data.keras_cache_dir())
 
@@ -117,12 +121,14 @@ def test_not_gzip_at_all(tmp_path):
 
 def test_parse_idx_round_trip():
     array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    np.testing.assert_array_equal(data.parse_idx(idx_bytes(array), (2, 3, 4), "x"), array)
+    parsed = data.parse_idx(idx_bytes(array), (2, 3, 4), "x")
+    np.testing.assert_array_equal(parsed, array)
 
 
 def test_parse_idx_wrong_shape():
     raw = idx_bytes(np.zeros((5, 28, 27), dtype=np.uint8))
-    with pytest.raises(data.DataError, match=r"shape \(5, 28, 27\), expected \(5, 28, 28\)"):
+    expected = r"shape \(5, 28, 27\), expected \(5, 28, 28\)"
+    with pytest.raises(data.DataError, match=expected):
         data.parse_idx(raw, (5, 28, 28), "images.gz")
 
 

@@ -23,7 +23,7 @@ def build_and_train(seed, steps=3):
     initial = [w.copy() for w in model.get_weights()]
     model.compile(optimizer="adam", loss="mse")
     batches = zip(np.split(x, 4)[:steps], np.split(y, 4)[:steps])
-    losses = [float(model.train_on_batch(x_batch, y_batch)) for x_batch, y_batch in batches]
+    losses = [float(model.train_on_batch(x_b, y_b)) for x_b, y_b in batches]
     return initial, losses
 
 
