@@ -171,9 +171,11 @@ class GAN(keras.Model):
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
 
-    def compile(self, d_optimizer, g_optimizer, loss_fn, recipe=SEED_RECIPE):
+    def compile(
+        self, d_optimizer, g_optimizer, loss_fn, recipe=SEED_RECIPE, jit_compile=True
+    ):
         """Two optimizers, one loss; ``recipe`` supplies the label settings."""
-        super().compile(jit_compile=True)  # XLA: about twice as fast on a CPU
+        super().compile(jit_compile=jit_compile)  # XLA: about twice as fast on a CPU
         self.d_optimizer = d_optimizer
         self.g_optimizer = g_optimizer
         self.loss_fn = loss_fn
@@ -212,12 +214,18 @@ class GAN(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
 
-def build_gan(recipe=SEED_RECIPE, seed=0):
-    """A compiled ``GAN`` with fresh networks and optimizers from ``recipe``."""
+def build_gan(recipe=SEED_RECIPE, seed=0, jit_compile=True):
+    """A compiled ``GAN`` with fresh networks and optimizers from ``recipe``.
+
+    ``jit_compile=False`` skips the XLA compilation (seconds per new model): the
+    tests use it on tiny runs, where compiling costs more than it saves.
+    """
     gan = GAN(build_generator(), build_discriminator(), seed=seed)
     d_optimizer, g_optimizer = make_optimizers(recipe)
     loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
-    gan.compile(d_optimizer, g_optimizer, loss_fn, recipe=recipe)
+    gan.compile(
+        d_optimizer, g_optimizer, loss_fn, recipe=recipe, jit_compile=jit_compile
+    )
     return gan
 
 
@@ -436,13 +444,13 @@ def train(args):
     if (out / "scores.csv").is_file() and not args.resume:
         raise SystemExit(f"{out} already holds a run: pass --resume or a new --out.")
     out.mkdir(parents=True, exist_ok=True)
-    gan = build_gan(recipe, seed=args.seed)
+    gan = build_gan(recipe, seed=args.seed, jit_compile=args.jit)
     checkpoint = None if args.no_checkpoint else make_checkpoint(gan, out / "ckpt")
     start = (checkpoint.restore_latest() or 0) if args.resume and checkpoint else 0
     if start:
         truncate_run(out, start)
         print(f"resumed from step {start}")
-    history, score = LossHistory(), make_scorer(seed=args.seed)
+    history, score = LossHistory(), make_scorer(args.score_images, seed=args.seed)
     z_grid = keras.random.normal((32, LATENT_DIM), seed=args.seed)
     callbacks = [
         history,
@@ -468,6 +476,7 @@ def train(args):
         "steps": epochs * args.log_every,
         "epochs": round(epochs * args.log_every * recipe.batch_size / len(x_train), 3),
         "seed": args.seed,
+        "jit_compile": args.jit,
         "train_images_sha256": FASHION_MNIST_FILES[0].sha256,
         "final_scores": {c: float(scores[c][-1]) for c in SCORE_COLUMNS[3:6]},
         "training_seconds": round(float(scores["seconds"][-1]), 1),
@@ -495,6 +504,10 @@ def parse_args(argv):
     t.add_argument("--grid-every", type=int, default=10, help="logs between grids")
     t.add_argument("--no-checkpoint", action="store_true", help="do not checkpoint")
     t.add_argument("--verbose", type=int, default=1, help="fit() verbosity")
+    t.add_argument("--score-images", type=int, default=1000, help="images per score")
+    t.add_argument(
+        "--jit", action=argparse.BooleanOptionalAction, default=True, help="use XLA"
+    )
     args = parser.parse_args(argv)
     args.argv = argv
     return args
