@@ -1,7 +1,6 @@
 """The book and src/ cannot drift: every included object exists, every page runs."""
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml

@@ -6,12 +6,13 @@ one ``fit()`` call leaves a complete, ordered log of what happened.
 ``fit_throughput`` times fit() in steps per second.
 """
 
-import time
+import math
 
 import keras
 import matplotlib.pyplot as plt
-import numpy as np
 import tensorflow as tf
+
+from fitbook.timing import check_count, fit_run, time_runs
 
 # Rows of the timeline figure, top to bottom, in the order fit() first meets them.
 EVENT_ROWS = (
@@ -200,18 +201,13 @@ def plot_timeline(events, title="What fit() does, in order"):
 def fit_throughput(model, x, y, batch_size, repeats=3):
     """Best training steps per second of ``repeats`` one-epoch fit() calls.
 
-    The model must be compiled; one untimed epoch first traces and warms up (chapter
-    "What fit() does", and ``benchmarks/train_step_vs_fit.py``).
+    The model must be compiled; ``time_runs`` first trains one untimed epoch
+    (tracing, warm-up), then keeps the fastest of the timed ones (chapter "What
+    fit() does", and ``benchmarks/train_step_vs_fit.py``).
     """
     if not model.compiled:
         raise ValueError("fit_throughput needs a compiled model; call compile() first.")
-    if repeats < 1:
-        raise ValueError(f"repeats must be a positive int, got {repeats!r}.")
-    options = dict(batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
-    model.fit(x, y, **options)  # warm-up: tracing and first-call costs
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.fit(x, y, **options)
-        seconds.append(time.perf_counter() - start)
-    return float(np.ceil(len(x) / batch_size) / min(seconds))
+    check_count("repeats", repeats)
+    steps = math.ceil(len(x) / batch_size)
+    run = fit_run(model, x, y, batch_size)
+    return time_runs({"fit": run}, steps, rounds=repeats)["fit"].steps_per_second

@@ -10,15 +10,14 @@ Two levels:
   guard and atomic checkpoints that resume to exactly the same weights.
 """
 
-import functools
 import math
-import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from fitbook.checkpoints import TrainingCheckpoint
+from fitbook.timing import fit_run, time_runs
 
 MODES = ("eager", "function", "jit")  # how Trainer runs its steps
 
@@ -366,32 +365,33 @@ def update_norms(trainer, x, y):
     return [float(np.linalg.norm(v.numpy() - b)) for v, b in zip(variables, before)]
 
 
+def trainer_run(trainer, x, y, batch_size):
+    """A run for ``fitbook.timing.time_runs``: one more epoch of ``trainer``."""
+    steps_per_epoch = math.ceil(len(x) / batch_size)
+
+    def run():  # fit() goes on from trainer.step, so ask for one epoch more
+        epochs = int(trainer.step.numpy()) // steps_per_epoch + 1
+        return trainer.fit(x, y, batch_size, epochs=epochs, shuffle=False, verbose=0)
+
+    return run
+
+
 def measure_throughput(build_model, x, y, batch_size, mode, repeats=3):
     """Steps per second of a mode of MODES or ``"fit"`` (chapter "Training loops").
 
-    After one untimed warm-up epoch (tracing, compiling), ``repeats`` epochs are
-    timed one by one and the fastest counts: other work on the machine can only
-    slow an epoch down, so the best epoch is the least disturbed measurement.
+    ``time_runs`` trains one untimed warm-up epoch (tracing, compiling), then
+    times ``repeats`` epochs one by one and keeps the fastest: other work on the
+    machine can only slow an epoch down, so the best epoch is the least disturbed.
     """
     model = build_model()
     optimizer = keras.optimizers.Adam(1e-3)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     if mode == "fit":
         model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-        train = functools.partial(model.fit, x, y, batch_size, epochs=1, verbose=0)
+        run = fit_run(model, x, y, batch_size)
     else:
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         trainer = Trainer(model, optimizer, loss, metrics, mode=mode)
-        steps_per_epoch = math.ceil(len(x) / batch_size)
-
-        def train():  # one more epoch: fit() continues from trainer.step
-            epochs_done = int(trainer.step.numpy()) // steps_per_epoch
-            trainer.fit(x, y, batch_size, epochs=epochs_done + 1, verbose=0)
-
-    train()  # warm-up
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        train()
-        seconds.append(time.perf_counter() - start)
-    return math.ceil(len(x) / batch_size) / min(seconds)
+        run = trainer_run(trainer, x, y, batch_size)
+    steps = math.ceil(len(x) / batch_size)
+    return time_runs({mode: run}, steps, rounds=repeats)[mode].steps_per_second

@@ -1,0 +1,119 @@
+"""Time training runs fairly: warm-up, alternating rounds, best round.
+
+One timing function, :func:`time_runs`, serves every throughput number in the
+book: the chapters "What fit() does", "Training loops from scratch", "Scaling
+out with tf.distribute" and "Performance", and the scripts in ``benchmarks/``.
+It needs nothing but TensorFlow, so every other module can import it.
+"""
+
+import dataclasses
+import functools
+import statistics
+import time
+
+import tensorflow as tf
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """Timed rounds of one contender (chapter "Performance").
+
+    Every round ran ``steps`` training steps of ``batch_size`` samples; the best
+    (shortest) round counts, since other work on the machine only slows it down.
+    """
+
+    name: str
+    steps: int
+    seconds: tuple  # wall-clock seconds of each timed round
+    batch_size: int = 1
+
+    @property
+    def steps_per_second(self):
+        """Steps per second of the best round."""
+        return self.steps / min(self.seconds)
+
+    @property
+    def samples_per_second(self):
+        """Samples per second of the best round."""
+        return self.steps_per_second * self.batch_size
+
+    @property
+    def spread(self):
+        """Median round time over the best one: 1.0 on a quiet machine."""
+        return statistics.median(self.seconds) / min(self.seconds)
+
+    def ratio(self, baseline):
+        """This contender's steps per second over ``baseline``'s."""
+        return self.steps_per_second / baseline.steps_per_second
+
+
+def finish(result):
+    """Read every tensor in ``result`` back to NumPy, so queued work is done."""
+    for value in tf.nest.flatten(result):
+        if isinstance(value, (tf.Tensor, tf.Variable)):
+            value.numpy()
+    return result
+
+
+def check_count(name, value):
+    """Return ``value`` if it is a positive int, else raise a clear ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    return value
+
+
+def time_runs(runs, steps, rounds=3, warmup=1, batch_size=1):
+    """Time each callable of ``runs`` (name -> run); return name -> Measurement.
+
+    Every call of a run must perform ``steps`` training steps. Each run is first
+    called ``warmup`` times untimed (tracing, compiling, filling caches); then
+    ``rounds`` rounds call every run once in turn, so a burst of load from other
+    processes hits all of them alike. Whatever a run returns is read back
+    (:func:`finish`) before the clock stops.
+    """
+    check_count("steps", steps)
+    check_count("rounds", rounds)
+    check_count("batch_size", batch_size)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}.")
+    if not runs:
+        raise ValueError("runs is empty: pass a dict of name -> callable.")
+    for run in runs.values():
+        for _ in range(warmup):
+            finish(run())
+    seconds = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            finish(run())
+            seconds[name].append(time.perf_counter() - start)
+    return {
+        name: Measurement(name, steps, tuple(s), batch_size)
+        for name, s in seconds.items()
+    }
+
+
+def time_steps(step, steps, rounds=3, warmup=1, name="step", batch_size=1):
+    """Time a one-step callable ``step``: ``steps`` calls per round (after
+    ``warmup`` untimed calls); return a Measurement (chapter "Performance")."""
+    check_count("steps", steps)
+
+    def run():
+        result = None
+        for _ in range(steps):
+            result = step()
+        return result  # time_runs reads the last result back
+
+    def warm():
+        for _ in range(warmup):
+            finish(step())
+
+    warm()
+    return time_runs({name: run}, steps, rounds, 0, batch_size)[name]
+
+
+def fit_run(model, x, y, batch_size):
+    """A run: one ``fit()`` epoch over ``(x, y)`` (chapter "Performance")."""
+    return functools.partial(
+        model.fit, x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0
+    )

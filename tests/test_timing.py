@@ -1,0 +1,74 @@
+"""The timing helper every throughput number uses. No assertion here depends on
+how fast anything runs."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fitbook.fit_internals import build_classifier
+from fitbook.timing import Measurement, finish, fit_run, time_runs, time_steps
+
+
+def test_time_runs_excludes_warmup_and_counts_rounds():
+    calls = {"a": 0, "b": 0}
+
+    def make(name):
+        def run():
+            calls[name] += 1
+            return tf.constant(1.0)
+        return run
+
+    result = time_runs({"a": make("a"), "b": make("b")}, steps=10, rounds=4,
+                       warmup=2, batch_size=8)
+    assert calls == {"a": 6, "b": 6}  # 2 warm-up calls + 4 timed rounds each
+    m = result["a"]
+    assert (m.name, m.steps, m.batch_size, len(m.seconds)) == ("a", 10, 8, 4)
+    assert m.steps_per_second == pytest.approx(10 / min(m.seconds))
+    assert m.samples_per_second == pytest.approx(8 * m.steps_per_second)
+
+
+def test_time_steps_calls_the_step_steps_times_per_round():
+    counter = tf.Variable(0)
+    step = tf.function(lambda: counter.assign_add(1))
+    m = time_steps(step, steps=5, rounds=3, warmup=2, name="count")
+    assert int(counter.numpy()) == 2 + 5 * 3
+    assert (m.name, m.steps, len(m.seconds)) == ("count", 5, 3)
+
+
+def test_finish_reads_nested_tensors_back():
+    value = {"a": tf.constant(1.0), "b": [tf.Variable(2.0), 3]}
+    assert finish(value) is value
+
+
+def test_measurement_ratio_and_spread():
+    fast = Measurement("fast", steps=10, seconds=(1.0, 2.0, 3.0), batch_size=4)
+    slow = Measurement("slow", steps=10, seconds=(4.0,), batch_size=4)
+    assert fast.ratio(slow) == pytest.approx(4.0)
+    assert fast.spread == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(steps=0), dict(rounds=0), dict(warmup=-1), dict(batch_size=1.5),
+     dict(steps=True)],
+)
+def test_time_runs_rejects_bad_counts(kwargs):
+    options = dict(steps=1, rounds=1, warmup=0, batch_size=1) | kwargs
+    with pytest.raises(ValueError, match="must be"):
+        time_runs({"a": lambda: None}, **options)
+
+
+def test_time_runs_needs_runs():
+    with pytest.raises(ValueError, match="empty"):
+        time_runs({}, steps=1)
+
+
+def test_fit_run_trains_one_epoch_per_call():
+    x = np.random.default_rng(0).random((20, 28, 28, 1)).astype("float32")
+    y = np.arange(20) % 10
+    model = build_classifier(hidden=8)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    run = fit_run(model, x, y, batch_size=8)
+    run()
+    run()
+    assert int(model.optimizer.iterations.numpy()) == 2 * 3  # ceil(20 / 8) a call
