@@ -6,7 +6,6 @@ most tutorials write it. Run: .venv/bin/python benchmarks/gan_steps.py
 """
 
 import argparse
-import time
 
 import fitbook  # noqa: F401  (quiet TensorFlow import)
 import keras
@@ -16,6 +15,7 @@ import tensorflow as tf
 from fitbook.data import load_fashion_mnist
 from fitbook.gan import SEED_RECIPE, build_discriminator, build_gan, build_generator
 from fitbook.reproducibility import set_seed
+from fitbook.timing import dataset_run, time_runs
 
 
 class ReferenceGAN(keras.Model):
@@ -78,14 +78,6 @@ def build_reference():
     return gan
 
 
-def steps_per_second(gan, dataset, steps):
-    """Time ``steps`` fit() steps after a warm-up epoch that compiles the step."""
-    gan.fit(dataset, epochs=1, steps_per_epoch=3, verbose=0, shuffle=False)
-    start = time.perf_counter()
-    gan.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
-    return steps / (time.perf_counter() - start)
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=30, help="timed steps per round")
@@ -96,11 +88,14 @@ def main():
     dataset = tf.data.Dataset.from_tensor_slices(x_train[:6400]).repeat()
     dataset = dataset.batch(SEED_RECIPE.batch_size).prefetch(tf.data.AUTOTUNE)
     ours, reference = build_gan(), build_reference()
-    rates = {"fitbook GAN": [], "reference GAN": []}
-    for _ in range(args.rounds):  # alternate, so background load hits both alike
-        rates["fitbook GAN"].append(steps_per_second(ours, dataset, args.steps))
-        rates["reference GAN"].append(steps_per_second(reference, dataset, args.steps))
-    medians = {name: float(np.median(r)) for name, r in rates.items()}
+    runs = {  # time_runs warms each up, then alternates so load hits both alike
+        "fitbook GAN": dataset_run(ours, dataset, args.steps),
+        "reference GAN": dataset_run(reference, dataset, args.steps),
+    }
+    measured = time_runs(runs, args.steps, rounds=args.rounds)
+    medians = {
+        name: args.steps / float(np.median(m.seconds)) for name, m in measured.items()
+    }
     for name, rate in medians.items():
         print(f"{name:<14} {rate:6.2f} steps/s  (median of {args.rounds} rounds)")
     print(f"jit_compile: fitbook {ours.jit_compile}, reference {reference.jit_compile}")

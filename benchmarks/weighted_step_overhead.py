@@ -8,7 +8,6 @@ machine and on what else runs on it; compare ratios from one run only.
 """
 
 import argparse
-import time
 
 import fitbook  # noqa: F401  (quiet TensorFlow import first)
 import keras
@@ -16,23 +15,7 @@ from fitbook.data import load_fashion_mnist
 from fitbook.reproducibility import set_seed
 from fitbook.sample_weights import make_classifier
 from fitbook.test_step import WeightedTestStepModel
-
-
-def best_rates(runs, n_samples, repeats):
-    """Trace each run, then time them in turn; return each one's best samples/s.
-
-    Alternating the runs and keeping the fastest of ``repeats`` spreads the
-    noise of a shared machine evenly over the runs being compared.
-    """
-    for run in runs.values():
-        run()
-    best = dict.fromkeys(runs, float("inf"))
-    for _ in range(repeats):
-        for key, run in runs.items():
-            start = time.perf_counter()
-            run()
-            best[key] = min(best[key], time.perf_counter() - start)
-    return {key: n_samples / seconds for key, seconds in best.items()}
+from fitbook.timing import time_runs
 
 
 def main(argv=None):
@@ -59,7 +42,9 @@ def main(argv=None):
         model = make_classifier(model_class)
         runs[name, "fit"] = lambda m=model: m.fit(x, y, shuffle=False, **options)
         runs[name, "evaluate"] = lambda m=model: m.evaluate(x, y, **options)
-    rates = best_rates(runs, len(x), args.repeats)
+    # time_runs traces each run first, then alternates them and keeps the best.
+    measured = time_runs(runs, steps=len(x), rounds=args.repeats)
+    rates = {key: m.steps_per_second for key, m in measured.items()}  # samples/s
     for (name, mode), rate in rates.items():
         print(f"{name:>25} {mode:>8}: {rate:10.0f} samples/s")
     for mode in ("fit", "evaluate"):
@@ -68,6 +53,7 @@ def main(argv=None):
         noise = rates["keras.Model, second copy", mode] / builtin
         print(f"{mode}(): weighted steps vs built-in {ours:.2f}x "
               f"(built-in vs its second copy: {noise:.2f}x)")
+
 
 if __name__ == "__main__":
     main()

@@ -79,7 +79,8 @@ def test_fit_on_images_and_labels_then_evaluate():
     assert np.isfinite(logs["d_loss"] + logs["g_loss"]).all()
     assert history.steps == list(range(1, 9))
     # The per-step values average back to what fit() reported for epoch 2.
-    assert np.mean(history.g_loss[4:]) == pytest.approx(logs["g_loss"][1], rel=1e-4)
+    g_loss = history.values["g_loss"]
+    assert np.mean(g_loss[4:]) == pytest.approx(logs["g_loss"][1], rel=1e-4)
     scores = gan.evaluate(ds.batch(8), verbose=0, return_dict=True)
     assert set(scores) == {"d_loss", "g_loss"}
     assert np.isfinite(list(scores.values())).all()
@@ -98,8 +99,19 @@ def test_loss_history_recovers_per_step_values_from_running_means():
     for k, _ in enumerate(values):
         mean = float(np.mean(values[: k + 1]))
         history.on_train_batch_end(k, {"d_loss": mean, "g_loss": 2 * mean})
-    np.testing.assert_allclose(history.d_loss, values)
-    np.testing.assert_allclose(history.g_loss, [2 * v for v in values])
+    np.testing.assert_allclose(history.values["d_loss"], values)
+    np.testing.assert_allclose(history.values["g_loss"], [2 * v for v in values])
+
+
+def test_loss_history_takes_any_names_and_spans_epochs():
+    history = G.LossHistory(names=("a",))
+    values = [[1.0, 3.0, 8.0], [2.0, 4.0]]  # two epochs
+    for epoch, epoch_values in enumerate(values):
+        history.on_epoch_begin(epoch)
+        for k in range(len(epoch_values)):
+            history.on_train_batch_end(k, {"a": np.mean(epoch_values[: k + 1])})
+    np.testing.assert_allclose(history.values["a"], [1.0, 3.0, 8.0, 2.0, 4.0])
+    assert history.steps == [1, 2, 3, 4, 5]
 
 
 def test_image_grid_callback_keeps_and_saves_grids(tmp_path):

@@ -6,7 +6,14 @@ import pytest
 import tensorflow as tf
 
 from fitbook.fit_internals import build_classifier
-from fitbook.timing import Measurement, finish, fit_run, time_runs, time_steps
+from fitbook.timing import (
+    Measurement,
+    dataset_run,
+    finish,
+    fit_run,
+    time_runs,
+    time_steps,
+)
 
 
 def test_time_runs_excludes_warmup_and_counts_rounds():
@@ -72,3 +79,15 @@ def test_fit_run_trains_one_epoch_per_call():
     run()
     run()
     assert int(model.optimizer.iterations.numpy()) == 2 * 3  # ceil(20 / 8) a call
+
+
+def test_dataset_run_trains_that_many_steps_per_call():
+    x = np.random.default_rng(0).random((8, 28, 28, 1)).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices((x, np.arange(8) % 10))
+    model = build_classifier(hidden=8)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    run = dataset_run(model, dataset.repeat().batch(4), steps=3)
+    run()
+    assert int(model.optimizer.iterations.numpy()) == 3
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        dataset_run(model, dataset, steps=0)

@@ -237,22 +237,25 @@ def image_dataset(x, batch_size, seed=0, repeat=False):
 
 
 class LossHistory(keras.callbacks.Callback):
-    """Record each step's d_loss and g_loss from fit's running means."""
+    """Record each step's value of every metric in ``names`` from fit's running
+    means (chapters "A GAN" and "WGAN-GP")."""
 
-    def __init__(self):
+    def __init__(self, names=("d_loss", "g_loss")):
         super().__init__()
-        self.steps, self.d_loss, self.g_loss = [], [], []
-        self._previous = {}  # running mean after the previous batch, per loss
+        self.names = tuple(names)
+        self.steps = []
+        self.values = {name: [] for name in self.names}  # name -> one value a step
+        self._previous = {}  # running mean after the previous batch, per name
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._previous = {"d_loss": 0.0, "g_loss": 0.0}  # fit resets the means
+        self._previous = dict.fromkeys(self.names, 0.0)  # fit resets the means
 
     def on_train_batch_end(self, batch, logs=None):
         # The mean after k steps is m_k, so step k's value is k*m_k - (k-1)*m_{k-1}.
         k = batch + 1
-        for name in ("d_loss", "g_loss"):
+        for name in self.names:
             mean = float(logs[name])
-            getattr(self, name).append(k * mean - (k - 1) * self._previous[name])
+            self.values[name].append(k * mean - (k - 1) * self._previous[name])
             self._previous[name] = mean
         self.steps.append(len(self.steps) + 1)
 
@@ -372,7 +375,8 @@ class RunLogger(keras.callbacks.Callback):
         step = (epoch + 1) * self.steps_per_epoch
         n = self.steps_per_epoch
         steps = range(step - n + 1, step + 1)
-        rows = zip(steps, self.history.d_loss[-n:], self.history.g_loss[-n:])
+        values = self.history.values
+        rows = zip(steps, values["d_loss"][-n:], values["g_loss"][-n:])
         write_csv(self.directory / "losses.csv", LOSS_COLUMNS, rows)
         scores = self.score(self.model.generator)
         seconds = self.seconds + time.perf_counter() - self.clock

@@ -28,7 +28,7 @@ import tensorflow as tf
 from fitbook.fit_internals import build_classifier
 from fitbook.gan import FIXED_RECIPE, build_gan, image_dataset
 from fitbook.loop import Trainer, trainer_run
-from fitbook.timing import check_count, fit_run, time_steps
+from fitbook.timing import check_count, dataset_run, fit_run, time_steps
 from fitbook.train_step import CustomTrainStepModel
 
 CPUINFO = Path("/proc/cpuinfo")
@@ -185,10 +185,7 @@ def pipeline_runs(png, labels, batch_size, steps, hidden=128):
     for name, options in PIPELINES.items():
         model = compiled_classifier(hidden=hidden, jit_compile=False)
         dataset = image_pipeline(png, labels, batch_size, **options)
-        runs[name] = functools.partial(
-            model.fit, dataset, epochs=1, steps_per_epoch=steps, shuffle=False,
-            verbose=0,
-        )
+        runs[name] = dataset_run(model, dataset, steps)
     return runs
 
 
@@ -203,10 +200,7 @@ def gan_runs(images, steps, policies=("float32", "mixed_bfloat16"), jit_compile=
         with dtype_policy(policy):
             gan = build_gan(FIXED_RECIPE, jit_compile=jit_compile)
         dataset = image_dataset(images, FIXED_RECIPE.batch_size, repeat=True)
-        runs[f"GAN step, {policy}"] = functools.partial(
-            gan.fit, dataset, epochs=1, steps_per_epoch=steps, shuffle=False,
-            verbose=0,
-        )
+        runs[f"GAN step, {policy}"] = dataset_run(gan, dataset, steps)
     return runs
 
 

@@ -117,3 +117,12 @@ def fit_run(model, x, y, batch_size):
     return functools.partial(
         model.fit, x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0
     )
+
+
+def dataset_run(model, dataset, steps):
+    """A run: ``steps`` ``fit()`` steps on batches of a (repeated) ``dataset``
+    (chapters "WGAN-GP" and "Performance")."""
+    check_count("steps", steps)
+    return functools.partial(
+        model.fit, dataset, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0
+    )

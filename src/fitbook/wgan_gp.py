@@ -1,0 +1,275 @@
+"""A Wasserstein GAN with gradient penalty as a ``train_step`` (chapter "WGAN-GP").
+
+The critic scores images with an unbounded number; the difference of its mean
+scores on real and generated images estimates the Wasserstein-1 distance when
+the critic is 1-Lipschitz. Gulrajani et al. (2017) enforce that softly with a
+gradient penalty, computed with a ``GradientTape`` nested inside the tape of the
+critic's update: the inner tape's gradient is part of the loss that the outer
+tape differentiates.
+
+The generator, the data pipeline and the quality scores come from
+:mod:`fitbook.gan`, so the two chapters can be compared side by side.
+"""
+
+import numbers
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+from fitbook.gan import IMAGE_SHAPE, build_generator
+
+METRIC_NAMES = ("critic_loss", "generator_loss", "gradient_penalty", "wasserstein")
+
+
+def build_critic():
+    """28x28x1 images to one unbounded score, no normalization (chapter "WGAN-GP")."""
+    return keras.Sequential(
+        [
+            keras.Input(shape=IMAGE_SHAPE),
+            layers.Conv2D(64, 3, strides=2, padding="same"),
+            layers.LeakyReLU(negative_slope=0.2),
+            layers.Conv2D(128, 3, strides=2, padding="same"),
+            layers.LeakyReLU(negative_slope=0.2),
+            layers.Flatten(),
+            layers.Dense(1),  # linear: a score, not a probability
+        ],
+        name="critic",
+    )
+
+
+def paper_optimizers(learning_rate=1e-4, beta_1=0.0, beta_2=0.9):
+    """Critic and generator Adam with Algorithm 1's defaults (chapter "WGAN-GP")."""
+    return tuple(
+        keras.optimizers.Adam(learning_rate, beta_1=beta_1, beta_2=beta_2, name=name)
+        for name in ("critic_optimizer", "generator_optimizer")
+    )
+
+
+def interpolate(x_real, x_fake, eps):
+    """``eps * x_real + (1 - eps) * x_fake``, one ``eps`` per sample ("WGAN-GP")."""
+    if tuple(x_real.shape) != tuple(x_fake.shape):
+        raise ValueError(
+            f"x_real and x_fake must have the same shape, got {tuple(x_real.shape)} "
+            f"and {tuple(x_fake.shape)}: draw as many fakes as real images."
+        )
+    if len(eps.shape) != 1:
+        raise ValueError(
+            f"eps must have shape (batch,), one number in [0, 1] per sample, got "
+            f"{tuple(eps.shape)}."
+        )
+    eps = ops.cast(eps, x_real.dtype)
+    eps = ops.reshape(eps, (-1,) + (1,) * (len(x_real.shape) - 1))  # broadcastable
+    return eps * x_real + (1.0 - eps) * x_fake
+
+
+def gradient_penalty(critic, x_real, x_fake, eps):
+    """Mean of (||grad critic(x_hat)|| - 1)^2 at interpolates (chapter "WGAN-GP")."""
+    x_real, x_fake = ops.convert_to_tensor(x_real), ops.convert_to_tensor(x_fake)
+    x_hat = interpolate(x_real, x_fake, eps)
+    with tf.GradientTape() as inner:  # records inside the caller's tape, if any
+        inner.watch(x_hat)  # a tensor, not a variable: watch it explicitly
+        scores = critic(x_hat, training=True)
+    grads = inner.gradient(scores, x_hat)  # per sample: no batch-mixing layers
+    squares = ops.sum(ops.square(grads), axis=tuple(range(1, len(grads.shape))))
+    norms = ops.sqrt(squares + 1e-12)  # the epsilon keeps sqrt's gradient finite
+    return ops.mean(ops.square(norms - 1.0))
+
+
+def critic_loss(real_scores, fake_scores):
+    """Mean fake minus mean real score, minus the W-1 estimate (chapter "WGAN-GP")."""
+    return ops.mean(fake_scores) - ops.mean(real_scores)
+
+
+def generator_loss(fake_scores):
+    """Minus the mean critic score of generated images (chapter "WGAN-GP")."""
+    return -ops.mean(fake_scores)
+
+
+def split_batch(x, parts):
+    """Split a batch into ``parts`` equal batches, one per critic update ("WGAN-GP")."""
+    n = x.shape[0]
+    if n is not None and n % parts:
+        raise ValueError(
+            f"A batch of {n} images cannot be split into critic_steps={parts} equal "
+            "critic batches. Use a batch size that is a multiple of critic_steps "
+            "and drop the last partial batch (fitbook.gan.image_dataset does)."
+        )
+    return ops.split(x, parts, axis=0)
+
+
+def check_critic_steps(critic_steps):
+    """Return ``critic_steps`` after checking it is a positive int ("WGAN-GP")."""
+    if isinstance(critic_steps, bool) or not isinstance(critic_steps, numbers.Integral):
+        raise ValueError(
+            f"critic_steps must be an int (critic updates per generator update), "
+            f"got {critic_steps!r}; the paper uses 5."
+        )
+    if critic_steps < 1:
+        raise ValueError(f"critic_steps must be at least 1, got {critic_steps}.")
+    return int(critic_steps)
+
+
+def check_gp_weight(gp_weight):
+    """Return ``gp_weight`` as a float, checked finite and >= 0 ("WGAN-GP")."""
+    ok = isinstance(gp_weight, numbers.Real) and not isinstance(gp_weight, bool)
+    if not ok or not np.isfinite(gp_weight) or gp_weight < 0:
+        raise ValueError(
+            f"gp_weight must be a finite number >= 0, got {gp_weight!r}; the paper "
+            "uses 10.0, and 0.0 turns the penalty off."
+        )
+    return float(gp_weight)
+
+
+def check_optimizers(critic_optimizer, generator_optimizer):
+    """Raise ``ValueError`` unless given two distinct Keras optimizers ("WGAN-GP")."""
+    for name, opt in (("critic", critic_optimizer), ("generator", generator_optimizer)):
+        if not isinstance(opt, keras.optimizers.Optimizer):
+            raise ValueError(
+                f"{name}_optimizer must be a keras.optimizers.Optimizer, e.g. "
+                f"keras.optimizers.Adam(1e-4, beta_1=0.0, beta_2=0.9), got {opt!r}."
+            )
+    if critic_optimizer is generator_optimizer:
+        raise ValueError(
+            "critic_optimizer and generator_optimizer are the same object; each "
+            "network needs its own optimizer state: pass two optimizers."
+        )
+
+
+class WGANGP(keras.Model):
+    """A WGAN-GP whose ``train_step`` makes ``fit()`` train it (chapter "WGAN-GP")."""
+
+    def __init__(self, generator, critic, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.generator = generator
+        self.critic = critic
+        self.latent_dim = generator.input_shape[-1]
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in METRIC_NAMES}
+
+    def compile(
+        self,
+        critic_optimizer,
+        generator_optimizer,
+        critic_steps=5,
+        gp_weight=10.0,
+        jit_compile=True,
+    ):
+        """Two optimizers, critic updates per generator update, penalty weight."""
+        check_optimizers(critic_optimizer, generator_optimizer)
+        self.critic_steps = check_critic_steps(critic_steps)
+        self.gp_weight = check_gp_weight(gp_weight)
+        super().compile(jit_compile=jit_compile)
+        self.critic_optimizer = critic_optimizer
+        self.generator_optimizer = generator_optimizer
+
+    @property
+    def metrics(self):
+        """The trackers ``fit()`` resets at the start of every epoch."""
+        return list(self.trackers.values())
+
+    def call(self, z, training=False):
+        """Generate images from noise ``z``."""
+        return self.generator(z, training=training)
+
+    def check_batch(self, x):
+        """Return ``x`` as float32 after checking it fits the critic's input."""
+        expected = (None, *self.critic.input_shape[1:])
+        if tuple(x.shape[1:]) != expected[1:]:
+            raise ValueError(
+                f"The critic expects images of shape {expected}, got "
+                f"{tuple(x.shape)}. Reshape the data, e.g. x[..., None] for a "
+                "missing channel axis."
+            )
+        return ops.cast(x, "float32")
+
+    def critic_step(self, x_real):
+        """One critic update on real images; returns loss, penalty, estimate."""
+        batch_size = ops.shape(x_real)[0]
+        z = keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
+        eps = keras.random.uniform((batch_size,), seed=self.seed_generator)
+        with tf.GradientTape() as tape:
+            x_fake = self.generator(z, training=False)
+            real_scores = self.critic(x_real, training=True)
+            fake_scores = self.critic(x_fake, training=True)
+            wasserstein = -critic_loss(real_scores, fake_scores)
+            penalty = gradient_penalty(self.critic, x_real, x_fake, eps)  # inner tape
+            loss = -wasserstein + self.gp_weight * penalty
+        grads = tape.gradient(loss, self.critic.trainable_weights)  # double backprop
+        self.critic_optimizer.apply(grads, self.critic.trainable_weights)
+        return loss, penalty, wasserstein
+
+    def generator_step(self, batch_size):
+        """One generator update through the critic, whose weights stay put."""
+        z = keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
+        with tf.GradientTape() as tape:
+            fake_scores = self.critic(self.generator(z, training=True), training=False)
+            loss = generator_loss(fake_scores)
+        grads = tape.gradient(loss, self.generator.trainable_weights)
+        self.generator_optimizer.apply(grads, self.generator.trainable_weights)
+        return loss
+
+    def train_step(self, data):
+        """``critic_steps`` critic updates, then one generator update, on a batch."""
+        # Unpack: labels and sample weights, if the data has them, are ignored.
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x_parts = split_batch(self.check_batch(x), self.critic_steps)
+        # Critic: forward under the tape, gradients, apply; critic_steps times.
+        for i in range(self.critic_steps):  # a Python int: the loop is unrolled
+            c_loss, penalty, wasserstein = self.critic_step(x_parts[i])
+            self.trackers["critic_loss"].update_state(c_loss)
+            self.trackers["gradient_penalty"].update_state(penalty)
+            self.trackers["wasserstein"].update_state(wasserstein)
+        # Generator: one update, on as many samples as a critic batch holds.
+        g_loss = self.generator_step(ops.shape(x_parts[0])[0])
+        # Update metrics and return their values.
+        self.trackers["generator_loss"].update_state(g_loss)
+        return {m.name: m.result() for m in self.metrics}
+
+
+def build_wgan_gp(critic_steps=5, gp_weight=10.0, seed=0, jit_compile=True):
+    """A compiled ``WGANGP``: the GAN's generator, a new critic (chapter "WGAN-GP")."""
+    model = WGANGP(build_generator(), build_critic(), seed=seed)
+    model.compile(
+        *paper_optimizers(),
+        critic_steps=critic_steps,
+        gp_weight=gp_weight,
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def smooth(values, window):
+    """Means of ``window`` consecutive values, a moving average (chapter "WGAN-GP")."""
+    values = np.asarray(values, dtype="float64")
+    if not 1 <= window <= len(values):
+        raise ValueError(f"window must be in 1..{len(values)}, got {window}.")
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def plot_wgan_losses(history, gp_weight, window=10, title="WGAN-GP training"):
+    """Figure of the losses and the Wasserstein estimate (chapter "WGAN-GP")."""
+    import matplotlib.pyplot as plt
+
+    x = np.asarray(history.steps)[window - 1 :]
+    v = history.values
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    curves = (
+        ("critic loss (with penalty)", v["critic_loss"]),
+        ("generator loss", v["generator_loss"]),
+        (f"{gp_weight:g} x penalty", gp_weight * np.asarray(v["gradient_penalty"])),
+    )
+    for label, values in curves:
+        left.plot(x, smooth(values, window), label=label)
+    left.set(xlabel="generator step", ylabel=f"mean of {window} steps", title="Losses")
+    left.legend(fontsize=8)
+    right.plot(x, smooth(v["wasserstein"], window), color="C3")
+    right.set(
+        xlabel="generator step",
+        ylabel="mean real score - mean fake score",
+        title="Wasserstein-1 estimate",
+    )
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,287 @@
+"""Tests of fitbook.wgan_gp: the penalty, the losses, the train_step, the helpers."""
+
+import keras
+import matplotlib
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import layers, ops
+
+from fitbook import gan as G
+from fitbook import wgan_gp as W
+
+matplotlib.use("Agg")
+
+
+def linear_critic(w, b=0.0, shape=(2, 2, 1)):
+    """f(x) = w . flatten(x) + b, whose gradient is ``w`` everywhere."""
+    critic = keras.Sequential(
+        [keras.Input(shape=shape), layers.Flatten(), layers.Dense(1)]
+    )
+    critic.layers[-1].set_weights([np.reshape(w, (-1, 1)), np.array([b])])
+    return critic
+
+
+def constant_generator(image, latent_dim=3):
+    """A generator whose every output is ``image``: zero kernel, bias = image."""
+    generator = keras.Sequential(
+        [
+            keras.Input(shape=(latent_dim,)),
+            layers.Dense(image.size),
+            layers.Reshape(image.shape),
+        ]
+    )
+    kernel = np.zeros((latent_dim, image.size))
+    generator.layers[0].set_weights([kernel, image.ravel()])
+    return generator
+
+
+def tiny_model(critic_steps, seed=0, **compile_kwargs):
+    """A compiled WGANGP on 4x4x1 images with small dense networks."""
+    generator = keras.Sequential(
+        [keras.Input((3,)), layers.Dense(16, "sigmoid"), layers.Reshape((4, 4, 1))]
+    )
+    critic = keras.Sequential(
+        [keras.Input((4, 4, 1)), layers.Flatten(), layers.Dense(8, "tanh")]
+        + [layers.Dense(1)]
+    )
+    model = W.WGANGP(generator, critic, seed=seed)
+    model.compile(
+        keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3),
+        critic_steps=critic_steps, jit_compile=False, **compile_kwargs
+    )
+    return model
+
+
+def rng_images(n, shape=(4, 4, 1), seed=0):
+    return np.random.default_rng(seed).random((n, *shape)).astype("float32")
+
+
+def test_build_critic_is_unnormalized_and_unbounded():
+    critic = W.build_critic()
+    norms = (layers.BatchNormalization, layers.LayerNormalization)
+    assert not any(isinstance(layer, norms) for layer in critic.layers)
+    assert critic.layers[-1].activation is keras.activations.linear
+    scores = critic(rng_images(3, (28, 28, 1)))
+    assert tuple(scores.shape) == (3, 1)
+
+
+def test_paper_optimizers_follow_algorithm_1():
+    c_opt, g_opt = W.paper_optimizers()
+    assert c_opt is not g_opt
+    for opt in (c_opt, g_opt):
+        assert float(opt.learning_rate) == pytest.approx(1e-4)
+        assert (opt.beta_1, opt.beta_2) == (0.0, 0.9)
+
+
+def test_interpolate_puts_one_eps_per_sample():
+    x_real, x_fake = np.ones((2, 2, 2, 1), "float32"), np.zeros((2, 2, 2, 1), "float32")
+    x_hat = ops.convert_to_numpy(W.interpolate(x_real, x_fake, np.array([0.25, 1.0])))
+    np.testing.assert_allclose(x_hat[0], 0.25)
+    np.testing.assert_allclose(x_hat[1], 1.0)
+
+
+def test_interpolate_rejects_bad_shapes():
+    x = np.zeros((2, 4), "float32")
+    with pytest.raises(ValueError, match="same shape"):
+        W.interpolate(x, np.zeros((3, 4), "float32"), np.zeros(2))
+    with pytest.raises(ValueError, match="one number"):
+        W.interpolate(x, x, np.zeros((2, 1)))
+
+
+@pytest.mark.parametrize("w", [[0.3, -0.4, 0.0, 0.0], [1.0, 2.0, -2.0, 4.0]])
+def test_penalty_of_linear_critic_is_norm_of_weights_minus_one_squared(w):
+    critic = linear_critic(w, b=0.7)
+    x_real, x_fake = rng_images(5, (2, 2, 1)), rng_images(5, (2, 2, 1), seed=1)
+    eps = np.random.default_rng(2).random(5)
+    penalty = float(W.gradient_penalty(critic, x_real, x_fake, eps))
+    assert penalty == pytest.approx((np.linalg.norm(w) - 1.0) ** 2, rel=1e-5)
+
+
+def test_penalty_of_quadratic_critic_matches_hand_computed_gradient():
+    def critic(x, training=False):  # f(x) = sum(x^2): gradient 2 x
+        return ops.sum(ops.square(x), axis=1, keepdims=True)
+
+    x_real = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, -2.0]], "float32")
+    x_fake = np.array([[0.0, 0.0], [0.5, -0.5], [1.0, 1.0]], "float32")
+    eps = np.array([0.5, 0.2, 0.75], "float32")
+    x_hat = eps[:, None] * x_real + (1 - eps[:, None]) * x_fake
+    expected = np.mean((np.linalg.norm(2 * x_hat, axis=1) - 1.0) ** 2)
+    penalty = float(W.gradient_penalty(critic, x_real, x_fake, eps))
+    assert penalty == pytest.approx(float(expected), rel=1e-5)
+    # by hand: x_hat = (0.5, 0), (0.5, -0.3), (0.25, -1.25)
+    np.testing.assert_allclose(x_hat, [[0.5, 0.0], [0.5, -0.3], [0.25, -1.25]])
+
+
+def test_penalty_gradient_reaches_critic_weights_through_the_inner_tape():
+    w = np.array([1.0, 2.0, -2.0, 4.0])  # norm 5
+    critic = linear_critic(w)
+    x = rng_images(4, (2, 2, 1))
+    with tf.GradientTape() as tape:
+        penalty = W.gradient_penalty(critic, x, x[::-1], np.full(4, 0.5))
+    kernel, bias = critic.layers[-1].kernel, critic.layers[-1].bias
+    d_kernel, d_bias = tape.gradient(penalty, [kernel, bias])
+    # d/dw (|w| - 1)^2 = 2 (|w| - 1) w / |w|; the bias does not change the gradient.
+    norm = np.linalg.norm(w)
+    expected = 2 * (norm - 1) * w / norm
+    np.testing.assert_allclose(np.ravel(d_kernel), expected, rtol=1e-5)
+    assert d_bias is None or float(np.abs(d_bias).max()) == 0.0
+
+
+def test_losses_are_wasserstein_estimates():
+    real, fake = np.array([[3.0], [1.0]]), np.array([[0.5], [-0.5]])
+    assert float(W.critic_loss(real, fake)) == pytest.approx(0.0 - 2.0)
+    assert float(W.generator_loss(fake)) == pytest.approx(0.0)
+    assert float(W.generator_loss(real)) == pytest.approx(-2.0)
+
+
+def test_split_batch_into_equal_parts_in_order():
+    x = np.arange(6, dtype="float32").reshape(6, 1)
+    parts = W.split_batch(ops.convert_to_tensor(x), 3)
+    assert [ops.convert_to_numpy(p).ravel().tolist() for p in parts] == [
+        [0.0, 1.0], [2.0, 3.0], [4.0, 5.0]
+    ]
+    with pytest.raises(ValueError, match="multiple of critic_steps"):
+        W.split_batch(ops.convert_to_tensor(x), 4)
+
+
+def test_critic_step_is_one_sgd_step_on_loss_plus_weighted_penalty():
+    w = np.array([1.0, 2.0, -2.0, 4.0])
+    fake = np.array([0.1, 0.9, 0.4, 0.2], "float32").reshape(2, 2, 1)
+    model = W.WGANGP(constant_generator(fake), linear_critic(w))
+    lr, gp_weight = 0.01, 3.0
+    model.compile(
+        keras.optimizers.SGD(lr), keras.optimizers.SGD(lr),
+        critic_steps=1, gp_weight=gp_weight, jit_compile=False,
+    )
+    x_real = rng_images(4, (2, 2, 1))
+    loss, penalty, wasserstein = model.critic_step(ops.convert_to_tensor(x_real))
+    real_mean = x_real.reshape(4, -1).mean(axis=0)
+    norm = np.linalg.norm(w)
+    expected = w @ real_mean - w @ fake.ravel()  # mean real minus mean fake score
+    assert float(wasserstein) == pytest.approx(expected, rel=1e-5)
+    assert float(penalty) == pytest.approx((norm - 1) ** 2, rel=1e-5)
+    assert float(loss) == pytest.approx(
+        -float(wasserstein) + gp_weight * (norm - 1) ** 2, rel=1e-5
+    )
+    grad = fake.ravel() - real_mean + gp_weight * 2 * (norm - 1) * w / norm
+    kernel, bias = model.critic.layers[-1].get_weights()
+    np.testing.assert_allclose(kernel.ravel(), w - lr * grad, rtol=1e-5)
+    assert float(bias[0]) == 0.0
+    # The generator is not touched by a critic step.
+    assert int(model.generator_optimizer.iterations) == 0
+
+
+def test_penalty_pulls_critic_gradient_norm_towards_one():
+    w = np.array([1.0, 2.0, -2.0, 4.0])  # |grad f| = 5, far from 1
+    fake = np.full((2, 2, 1), 0.5, "float32")
+    norms = {}
+    for gp_weight in (0.0, 10.0):
+        model = W.WGANGP(constant_generator(fake), linear_critic(w))
+        model.compile(
+            keras.optimizers.SGD(0.01), keras.optimizers.SGD(0.01),
+            critic_steps=1, gp_weight=gp_weight, jit_compile=False,
+        )
+        for seed in range(5):
+            model.critic_step(ops.convert_to_tensor(rng_images(8, (2, 2, 1), seed)))
+        norms[gp_weight] = np.linalg.norm(model.critic.layers[-1].get_weights()[0])
+    assert abs(norms[10.0] - 1) < 0.5 * abs(np.linalg.norm(w) - 1)
+    assert abs(norms[0.0] - 1) > 0.9 * abs(np.linalg.norm(w) - 1)
+
+
+def test_generator_step_changes_only_the_generator():
+    model = tiny_model(critic_steps=1)
+    before = [np.array(v) for v in model.critic.get_weights()]
+    g_before = [np.array(v) for v in model.generator.get_weights()]
+    loss = model.generator_step(4)
+    assert np.isfinite(float(loss))
+    assert all(np.array_equal(b, a) for b, a in zip(before, model.critic.get_weights()))
+    assert not any(
+        np.array_equal(b, a) for b, a in zip(g_before, model.generator.get_weights())
+    )
+
+
+@pytest.mark.parametrize("critic_steps", [1, 3])
+def test_fit_honours_critic_steps(critic_steps):
+    model = tiny_model(critic_steps)
+    steps, batch = 4, 2 * critic_steps  # each critic update sees 2 real images
+    model.fit(rng_images(steps * batch), batch_size=batch, epochs=1, shuffle=False,
+              verbose=0)
+    assert int(model.critic_optimizer.iterations) == critic_steps * steps
+    assert int(model.generator_optimizer.iterations) == steps
+    counts = {m.name: int(m.count) for m in model.metrics}
+    assert counts == {
+        "critic_loss": critic_steps * steps,
+        "generator_loss": steps,
+        "gradient_penalty": critic_steps * steps,
+        "wasserstein": critic_steps * steps,
+    }
+
+
+def test_metrics_are_listed_and_reset_each_epoch():
+    model = tiny_model(critic_steps=2)
+    assert [m.name for m in model.metrics] == list(W.METRIC_NAMES)
+    history = model.fit(rng_images(12), batch_size=4, epochs=2, shuffle=False,
+                        verbose=0)
+    assert set(history.history) == set(W.METRIC_NAMES)
+    # reset at the start of epoch 2: 3 steps of 2 critic updates, not 6 steps
+    assert int(model.metrics[0].count) == 6
+    model.reset_metrics()
+    assert all(int(m.count) == 0 for m in model.metrics)
+
+
+def test_wrong_image_shape_gives_clear_error():
+    model = tiny_model(critic_steps=1)
+    with pytest.raises(ValueError, match=r"expects images of shape \(None, 4, 4, 1\)"):
+        model.fit(rng_images(4, (4, 4)), batch_size=2, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"critic_steps": 0}, "at least 1"),
+        ({"critic_steps": 2.5}, "must be an int"),
+        ({"critic_steps": True}, "must be an int"),
+        ({"gp_weight": -1.0}, "finite number >= 0"),
+        ({"gp_weight": float("nan")}, "finite number >= 0"),
+        ({"gp_weight": "10"}, "finite number >= 0"),
+    ],
+)
+def test_compile_rejects_bad_settings(kwargs, match):
+    model = W.WGANGP(W.build_generator(latent_dim=4), W.build_critic())
+    with pytest.raises(ValueError, match=match):
+        model.compile(*W.paper_optimizers(), **kwargs)
+
+
+def test_compile_rejects_bad_optimizers():
+    model = W.WGANGP(W.build_generator(latent_dim=4), W.build_critic())
+    opt = keras.optimizers.Adam()
+    with pytest.raises(ValueError, match="same object"):
+        model.compile(opt, opt)
+    with pytest.raises(ValueError, match="critic_optimizer must be"):
+        model.compile("adam", opt)
+
+
+def test_build_wgan_gp_uses_the_gan_generator_and_paper_settings():
+    model = W.build_wgan_gp(critic_steps=3, gp_weight=5.0, jit_compile=False)
+    assert model.generator.count_params() == W.build_generator().count_params()
+    assert (model.critic_steps, model.gp_weight) == (3, 5.0)
+    assert model.critic_optimizer.beta_2 == 0.9
+
+
+def test_smooth_and_its_window_check():
+    np.testing.assert_allclose(W.smooth([1, 2, 3, 4], 2), [1.5, 2.5, 3.5])
+    with pytest.raises(ValueError, match="window"):
+        W.smooth([1, 2], 3)
+
+
+def test_plot_wgan_losses_labels_both_panels():
+    history = G.LossHistory(W.METRIC_NAMES)
+    history.steps = list(range(1, 21))
+    history.values = {name: list(np.linspace(0, 1, 20)) for name in W.METRIC_NAMES}
+    fig = W.plot_wgan_losses(history, gp_weight=10.0, window=5)
+    left, right = fig.axes
+    assert len(left.lines) == 3 and len(left.lines[0].get_xdata()) == 16
+    assert right.get_title() == "Wasserstein-1 estimate"
+    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
+    matplotlib.pyplot.close(fig)
