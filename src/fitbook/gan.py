@@ -56,18 +56,22 @@ def build_generator(latent_dim=LATENT_DIM):
     )
 
 
+def discriminator_trunk():
+    """28x28x1 images to 7x7x128 features: the layers the discriminator and the
+    WGAN-GP critic share (chapters "A GAN" and "WGAN-GP")."""
+    return [
+        keras.Input(shape=IMAGE_SHAPE),
+        layers.Conv2D(64, 3, strides=2, padding="same"),
+        layers.LeakyReLU(negative_slope=0.2),
+        layers.Conv2D(128, 3, strides=2, padding="same"),
+        layers.LeakyReLU(negative_slope=0.2),
+    ]
+
+
 def build_discriminator():
     """28x28x1 images to one logit, "real" when positive (chapter "A GAN")."""
     return keras.Sequential(
-        [
-            keras.Input(shape=IMAGE_SHAPE),
-            layers.Conv2D(64, 3, strides=2, padding="same"),
-            layers.LeakyReLU(negative_slope=0.2),
-            layers.Conv2D(128, 3, strides=2, padding="same"),
-            layers.LeakyReLU(negative_slope=0.2),
-            layers.GlobalMaxPooling2D(),
-            layers.Dense(1),
-        ],
+        [*discriminator_trunk(), layers.GlobalMaxPooling2D(), layers.Dense(1)],
         name="discriminator",
     )
 

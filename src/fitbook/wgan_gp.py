@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from fitbook.gan import IMAGE_SHAPE, build_generator
+from fitbook.gan import build_generator, discriminator_trunk
 
 METRIC_NAMES = ("critic_loss", "generator_loss", "gradient_penalty", "wasserstein")
 
@@ -27,12 +27,8 @@ def build_critic():
     """28x28x1 images to one unbounded score, no normalization (chapter "WGAN-GP")."""
     return keras.Sequential(
         [
-            keras.Input(shape=IMAGE_SHAPE),
-            layers.Conv2D(64, 3, strides=2, padding="same"),
-            layers.LeakyReLU(negative_slope=0.2),
-            layers.Conv2D(128, 3, strides=2, padding="same"),
-            layers.LeakyReLU(negative_slope=0.2),
-            layers.Flatten(),
+            *discriminator_trunk(),  # the GAN discriminator's convolutions
+            layers.Flatten(),  # every position feeds the score, not only the maximum
             layers.Dense(1),  # linear: a score, not a probability
         ],
         name="critic",
