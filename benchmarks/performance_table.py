@@ -24,6 +24,7 @@ from fitbook.flops import gan_step_flops
 from fitbook.gan import FIXED_RECIPE, build_discriminator, build_generator
 from fitbook.performance import (
     classifier_runs,
+    dropout_runs,
     describe_machine,
     encode_png,
     gan_runs,
@@ -62,6 +63,9 @@ def main(argv=None):
     pipelines = pipeline_runs(png, y[: n // 2], args.batch_size, args.steps)
     rows.update(time_runs(pipelines, **common))
     print(measurement_table(rows.values(), baseline="fit()"))
+    dropout = time_runs(dropout_runs(x, y, args.batch_size), **common)
+    print()
+    print(measurement_table(dropout.values(), baseline="Dropout(0.0), function"))
     if args.skip_gan:
         return
 

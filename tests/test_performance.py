@@ -10,6 +10,7 @@ from fitbook.performance import (
     PIPELINES,
     CpuInfo,
     classifier_runs,
+    dropout_runs,
     clock_ghz,
     describe_machine,
     dtype_policy,
@@ -149,6 +150,19 @@ def test_classifier_runs_train_the_same_data():
     for name in ("from-scratch loop, tf.function", "custom train_step, fit()"):
         runs[name]()
         runs[name]()  # a second epoch continues where the first stopped
+
+
+def test_dropout_runs_change_only_rate_and_mode():
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 64)
+    runs = dropout_runs(x, y, batch_size=32, rates=(0.0, 0.5), hidden=8)
+    assert list(runs) == [
+        "Dropout(0.0), function", "Dropout(0.0), jit",
+        "Dropout(0.5), function", "Dropout(0.5), jit",
+    ]
+    history = runs["Dropout(0.5), jit"]()
+    assert len(history["loss"]) == 1
 
 
 def test_pipeline_runs_fit_steps(png_and_labels):

@@ -28,6 +28,7 @@ import tensorflow as tf
 from fitbook.fit_internals import build_classifier
 from fitbook.gan import FIXED_RECIPE, build_gan, image_dataset
 from fitbook.loop import Trainer, trainer_run
+from fitbook.loop import build_classifier as build_loop_classifier
 from fitbook.timing import check_count, dataset_run, fit_run, time_steps
 from fitbook.train_step import CustomTrainStepModel
 
@@ -95,6 +96,28 @@ def classifier_runs(x, y, batch_size, hidden=128):
             [accuracy], mode=mode,
         )
         runs[f"from-scratch loop, {label}"] = trainer_run(trainer, x, y, batch_size)
+    return runs
+
+
+def dropout_runs(x, y, batch_size, rates=(0.0, 0.2), hidden=128):
+    """Name -> run: the from-scratch loop under ``tf.function`` and under XLA, for
+    each Dropout rate of ``rates`` (chapter "Performance").
+
+    The model is chapter "Training loops"'s classifier; only the Dropout rate and
+    the compilation change, so the rows isolate what random masks cost under XLA.
+    """
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    runs = {}
+    for rate in rates:
+        for mode in ("function", "jit"):
+            trainer = Trainer(
+                build_loop_classifier(hidden=hidden, dropout=rate),
+                keras.optimizers.Adam(1e-3),
+                loss,
+                [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                mode=mode,
+            )
+            runs[f"Dropout({rate}), {mode}"] = trainer_run(trainer, x, y, batch_size)
     return runs
 
 
