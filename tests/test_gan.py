@@ -127,6 +127,12 @@ def test_image_grid_callback_keeps_and_saves_grids(tmp_path):
     ]
 
 
+def test_smooth_and_its_window_check():
+    np.testing.assert_allclose(G.smooth([1, 2, 3, 4], 2), [1.5, 2.5, 3.5])
+    with pytest.raises(ValueError, match="window"):
+        G.smooth([1, 2], 3)
+
+
 def test_plot_losses_has_labels_and_rejects_short_runs():
     fig = G.plot_losses(range(1, 11), np.ones(10), np.ones(10), window=5, title="t")
     ax = fig.axes[0]

@@ -269,12 +269,6 @@ def test_build_wgan_gp_uses_the_gan_generator_and_paper_settings():
     assert model.critic_optimizer.beta_2 == 0.9
 
 
-def test_smooth_and_its_window_check():
-    np.testing.assert_allclose(W.smooth([1, 2, 3, 4], 2), [1.5, 2.5, 3.5])
-    with pytest.raises(ValueError, match="window"):
-        W.smooth([1, 2], 3)
-
-
 def test_plot_wgan_losses_labels_both_panels():
     history = G.LossHistory(W.METRIC_NAMES)
     history.steps = list(range(1, 21))

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from fitbook.fit_internals import build_classifier
+from fitbook.sample_weights import largest_difference
 from fitbook.timing import time_runs
 from fitbook.train_step import unpack_x_y
 
@@ -106,8 +107,7 @@ def fit_under(strategy, model_class, x, y, batch_size, epochs=1, learning_rate=0
 
 def max_weight_difference(first, second):
     """The largest absolute difference between two models' weights ("Scaling out")."""
-    pairs = list(zip(first.get_weights(), second.get_weights(), strict=True))
-    return float(max(np.max(np.abs(a - b)) for a, b in pairs))
+    return largest_difference(first.get_weights(), second.get_weights())
 
 
 class DistributedTrainer:

@@ -28,6 +28,7 @@ from fitbook.distribute import (
     fit_under,
     loop_under,
 )
+from fitbook.sample_weights import largest_difference
 
 TRAINERS = ("loop", "fit")
 TOLERANCE = 1e-5  # largest weight difference counted as "the same"
@@ -196,8 +197,10 @@ def launch(
         tf.distribute.get_strategy(), trainer, x, y, global_batch_size, epochs
     )
     summary["single_process_losses"] = losses
-    summary["between_workers"] = max(difference(weights[0], w) for w in weights)
-    summary["vs_single_process"] = difference(weights[0], reference.get_weights())
+    summary["between_workers"] = max(largest_difference(weights[0], w) for w in weights)
+    summary["vs_single_process"] = largest_difference(
+        weights[0], reference.get_weights()
+    )
     return summary
 
 
@@ -205,11 +208,6 @@ def load_weights(path):
     """The arrays a worker saved with ``np.savez``, in order ("Scaling out")."""
     with np.load(path) as arrays:
         return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
-
-
-def difference(first, second):
-    """The largest absolute difference between two lists of arrays ("Scaling out")."""
-    return float(max(np.max(np.abs(a - b)) for a, b in zip(first, second, strict=True)))
 
 
 def report(summary):

@@ -376,10 +376,15 @@ def matmul_flops(n=2048, dtype="float32", steps=3, rounds=3):
 # ---------------------------------------------------------------- the table
 
 
-def markdown_table(headers, rows):
-    """A Markdown table from a header list and rows of cells (any values)."""
+def check_rows(headers, rows):
+    """Raise a clear ValueError unless every row has one cell per header."""
     if any(len(row) != len(headers) for row in rows):
         raise ValueError(f"every row needs {len(headers)} cells, like the headers.")
+
+
+def markdown_table(headers, rows):
+    """A Markdown table from a header list and rows of cells (any values)."""
+    check_rows(headers, rows)
 
     def cell(value):
         return str(value).replace("|", "\\|")
@@ -395,8 +400,7 @@ def html_table(headers, rows):
 
     The book renders cell outputs as CommonMark, which has no tables.
     """
-    if any(len(row) != len(headers) for row in rows):
-        raise ValueError(f"every row needs {len(headers)} cells, like the headers.")
+    check_rows(headers, rows)
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"

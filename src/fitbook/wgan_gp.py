@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from fitbook.gan import build_generator, discriminator_trunk
+from fitbook.gan import build_generator, discriminator_trunk, smooth
 
 METRIC_NAMES = ("critic_loss", "generator_loss", "gradient_penalty", "wasserstein")
 
@@ -234,14 +234,6 @@ def build_wgan_gp(critic_steps=5, gp_weight=10.0, seed=0, jit_compile=True):
         jit_compile=jit_compile,
     )
     return model
-
-
-def smooth(values, window):
-    """Means of ``window`` consecutive values, a moving average (chapter "WGAN-GP")."""
-    values = np.asarray(values, dtype="float64")
-    if not 1 <= window <= len(values):
-        raise ValueError(f"window must be in 1..{len(values)}, got {window}.")
-    return np.convolve(values, np.ones(window) / window, mode="valid")
 
 
 def plot_wgan_losses(history, gp_weight, window=10, title="WGAN-GP training"):
