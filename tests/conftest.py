@@ -20,3 +20,17 @@ def fashion_mnist_dir():
         if os.environ.get("CI"):
             pytest.fail(f"CI must have the data (make test installs it): {err}")
         pytest.skip(f"Fashion-MNIST is not on this machine: {err}")
+
+
+def pytest_configure(config):
+    """Markers that .ci/run selects for its second pass (oneDNN kernels off)."""
+    config.addinivalue_line(
+        "markers",
+        "equivalence: custom step vs Keras' built-in one; "
+        ".ci/run runs these again with TF_ENABLE_ONEDNN_OPTS=0",
+    )
+    config.addinivalue_line(
+        "markers",
+        "guard: the loop's non-finite-step guard; "
+        ".ci/run runs these again with TF_ENABLE_ONEDNN_OPTS=0",
+    )

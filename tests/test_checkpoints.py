@@ -169,3 +169,56 @@ def test_bad_step_is_explained(tmp_path, step, error):
     ckpt = TrainingCheckpoint(tmp_path, v=keras.Variable(1.0))
     with pytest.raises(error, match="step"):
         ckpt.save(step)
+
+
+def three_checkpoints(tmp_path):
+    """A checkpoint of ``counter`` at steps 1, 2 and 3 (counter == step)."""
+    counter = keras.Variable(0.0)
+    ckpt = TrainingCheckpoint(tmp_path, counter=counter)
+    for step in (1, 2, 3):
+        counter.assign(float(step))
+        ckpt.save(step)
+    counter.assign(-1.0)
+    return ckpt, counter
+
+
+def damage(path, how):
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:  # one flipped byte in the stored array: the zip's CRC-32 catches it
+        value = np.float32(3.0).tobytes()
+        at = data.rindex(value)
+        path.write_bytes(data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :])
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "flipped byte"])
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, how):
+    ckpt, counter = three_checkpoints(tmp_path)
+    newest = ckpt.checkpoints()[-1][1]
+    damage(newest, how)
+    with pytest.warns(checkpoints.CorruptCheckpointWarning) as record:
+        assert ckpt.restore_latest() == 2
+    assert float(counter.value) == 2.0
+    [warning] = record
+    assert str(newest) in str(warning.message) and "damaged" in str(warning.message)
+
+
+def test_no_readable_checkpoint_is_a_clear_error(tmp_path):
+    ckpt, counter = three_checkpoints(tmp_path)
+    for _, path in ckpt.checkpoints():
+        damage(path, "truncated")
+    with pytest.warns(checkpoints.CorruptCheckpointWarning):
+        with pytest.raises(CheckpointError, match="no readable checkpoint") as err:
+            ckpt.restore_latest()
+    assert all(str(path) in str(err.value) for _, path in ckpt.checkpoints())
+    assert float(counter.value) == -1.0  # nothing was restored
+
+
+def test_mismatch_is_not_mistaken_for_damage(tmp_path):
+    TrainingCheckpoint(tmp_path, a=keras.Variable(1.0)).save(1)
+    TrainingCheckpoint(tmp_path, a=keras.Variable(2.0)).save(2)
+    with pytest.raises(CheckpointError, match="same keyword names"):
+        TrainingCheckpoint(tmp_path, b=keras.Variable(1.0)).restore_latest()

@@ -1,5 +1,7 @@
 """Tests of fitbook.gan: models, the shared steps, the train_step GAN, the CLI."""
 
+import contextlib
+import functools
 import json
 
 import keras
@@ -8,9 +10,13 @@ import pytest
 import tensorflow as tf
 
 from fitbook import gan as G
-from fitbook.quality import load_classifier, quality_scores, reference_stats
+from fitbook.quality import (
+    load_classifier,
+    load_committed_generator,
+    quality_scores,
+    reference_stats,
+)
 
-ARTIFACTS = G.Path(__file__).resolve().parents[1] / "artifacts" / "gan"
 LOSS = keras.losses.BinaryCrossentropy(from_logits=True)
 
 
@@ -171,8 +177,9 @@ def test_command_line_trains_logs_and_resumes(tmp_path, fashion_mnist_dir, capsy
     argv += ["--grid-every", "1", "--verbose", "0", "--no-jit"]
     argv += ["--score-images", "100"]
     G.main(argv)
-    with pytest.raises(SystemExit, match="--resume"):
+    with pytest.raises(SystemExit) as refused:
         G.main(argv)  # refuses to overwrite a run
+    assert refused.value.code == 2 and "--resume" in capsys.readouterr().err
     G.main([*argv[:4], "6", *argv[5:], "--resume"])
     assert "resumed from step 4" in capsys.readouterr().out
     run = G.read_run(tmp_path)
@@ -192,7 +199,7 @@ def test_committed_generator_beats_untrained_one(fashion_mnist_dir):
     _, (x_test, _) = load_fashion_mnist()
     reference = reference_stats(classifier, x_test[:2000])
     z = keras.random.normal((500, G.LATENT_DIM), seed=0)
-    trained = keras.saving.load_model(ARTIFACTS / "long" / "generator.keras")
+    trained, _ = load_committed_generator()
     keras.utils.set_random_seed(0)
     scores = [
         quality_scores(classifier, G.generate(model, z), reference)
@@ -200,3 +207,141 @@ def test_committed_generator_beats_untrained_one(fashion_mnist_dir):
     ]
     assert scores[0]["frechet"] < 0.5 * scores[1]["frechet"]
     assert scores[0]["coverage"] > scores[1]["coverage"] + 0.2
+
+
+# --- Every dtype policy, weighted trackers, sample weights (issue 12) ---------
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Set the global dtype policy inside the block, then restore the previous one."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield name
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+@pytest.fixture(params=["float32", "mixed_float16", "mixed_bfloat16"])
+def policy(request):
+    """Run the test under each global dtype policy, then restore the previous one."""
+    with dtype_policy(request.param):
+        yield request.param
+
+
+def tiny_networks():
+    """A one-layer generator and a small discriminator for 28x28x1 images, with
+    the same weights under every policy (they are fast to trace)."""
+    keras.utils.set_random_seed(0)
+    generator = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(28 * 28, activation="sigmoid"),
+            keras.layers.Reshape(G.IMAGE_SHAPE),
+        ],
+        name="generator",
+    )
+    discriminator = keras.Sequential(
+        [
+            keras.Input(G.IMAGE_SHAPE),
+            keras.layers.Conv2D(4, 3, strides=4),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ],
+        name="discriminator",
+    )
+    return generator, discriminator
+
+
+def tiny_gan(optimizers, seed=0):
+    """A compiled GAN (no XLA) with ``tiny_networks`` and the given optimizers."""
+    gan = G.GAN(*tiny_networks(), seed=seed)
+    gan.compile(*optimizers, LOSS, jit_compile=False)
+    return gan
+
+
+def adams():
+    """Two fresh Adam optimizers."""
+    return keras.optimizers.Adam(), keras.optimizers.Adam()
+
+
+def sgds():
+    """Two fresh SGD optimizers: their updates grow with the gradients' size."""
+    return keras.optimizers.SGD(0.1), keras.optimizers.SGD(0.1)
+
+
+def fit_update_norms(gan, x):
+    """Norm of one fit() step's change of each network's weights."""
+    nets = (gan.generator, gan.discriminator)
+    before = [weights(net) for net in nets]
+    gan.fit(x, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    return [
+        np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(weights(net), w)))
+        for net, w in zip(nets, before)
+    ]
+
+
+@functools.cache
+def float32_update_norms():
+    """``fit_update_norms`` of a float32 ``tiny_gan`` on ``images(16)``."""
+    with dtype_policy("float32"):
+        return fit_update_norms(tiny_gan(sgds()), images(16))
+
+
+@pytest.mark.equivalence
+def test_one_step_under_every_policy_trains_and_matches_the_loop(policy):
+    from fitbook.gan_loop import GanTrainer
+
+    x = images(16)
+    gan = tiny_gan(sgds(), seed=3)
+    assert gan.optimizer is None  # no unused default optimizer: it has two
+    scaled = policy == "mixed_float16"  # as compile() wraps its optimizer
+    assert isinstance(gan.d_optimizer, keras.optimizers.LossScaleOptimizer) == scaled
+    for opt in G.make_optimizers(G.SEED_RECIPE):  # what the loop is given
+        assert isinstance(opt, keras.optimizers.LossScaleOptimizer) == scaled
+    assert gan.generator.compute_dtype == keras.config.dtype_policy().compute_dtype
+    norms = fit_update_norms(gan, x)
+    # Unscaled, a mixed_float16 step would be 1/32768 of the float32 one.
+    np.testing.assert_allclose(norms, float32_update_norms(), rtol=0.05)
+    # The from-scratch loop's step (without XLA, which takes longer to compile
+    # than this step; test_gan_loop.py checks the XLA one) takes the same step.
+    optimizers = [G.with_loss_scaling(opt) for opt in sgds()]
+    trainer = GanTrainer(*tiny_networks(), *optimizers, LOSS, G.SEED_RECIPE, seed=3)
+    tf.function(trainer.step)(x)
+    for a, b in ((gan.generator, trainer.generator),
+                 (gan.discriminator, trainer.discriminator)):
+        for u, v in zip(weights(a), weights(b)):
+            np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
+
+
+def test_unscaled_optimizer_under_float16_is_a_clear_error():
+    from fitbook.gan_loop import GanTrainer
+
+    with dtype_policy("mixed_float16"):
+        trainer = GanTrainer(*tiny_networks(), *adams(), LOSS)
+        with pytest.raises(ValueError, match="float16.*LossScaleOptimizer"):
+            trainer.step(images(4))
+
+
+def test_epoch_means_weight_each_batch_by_its_size():
+    x = images(12)
+    whole, parts = tiny_gan(adams(), seed=4), tiny_gan(adams(), seed=4)
+    logs = whole.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0).history
+    first = parts.fit(x[:8], shuffle=False, verbose=0).history  # the same steps,
+    last = parts.fit(x[8:], shuffle=False, verbose=0).history  # one fit() each
+    for name in ("d_loss", "g_loss"):
+        expected = (8 * first[name][0] + 4 * last[name][0]) / 12
+        assert logs[name][0] == pytest.approx(expected, rel=1e-5)
+        assert logs[name][0] != pytest.approx((first[name][0] + last[name][0]) / 2)
+
+
+def test_sample_weights_are_refused_not_ignored():
+    gan = tiny_gan(adams())
+    x, y, w = images(8), np.zeros(8), np.ones(8)
+    with pytest.raises(ValueError, match="GAN got sample weights.*no sample_weight="):
+        gan.fit(x, y, sample_weight=w, batch_size=4, verbose=0)
+    with pytest.raises(ValueError, match="GAN got sample weights"):
+        gan.evaluate(x, y, sample_weight=w, batch_size=4, verbose=0)
+    with pytest.raises(ValueError, match="GAN got sample weights"):
+        gan.fit(x, y, class_weight={0: 1.0}, batch_size=4, verbose=0)

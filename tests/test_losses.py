@@ -4,7 +4,12 @@ import keras
 import numpy as np
 import pytest
 
-from fitbook.losses import ActivityPenalty, ExpectedCost, MirrorConsistentModel
+from fitbook.losses import (
+    ActivityPenalty,
+    ExpectedCost,
+    MirrorConsistentModel,
+    consistency_loss,
+)
 from fitbook.reproducibility import set_seed
 
 COST = [[0.0, 1.0, 4.0], [1.0, 0.0, 2.0], [3.0, 1.0, 0.0]]
@@ -90,3 +95,51 @@ def test_train_step_rejects_inputs_that_are_not_images():
     model.compile(optimizer="sgd", loss="mse")
     with pytest.raises(ValueError, match=r"\(batch, height, width, channels\)"):
         model.fit(np.zeros((4, 3)), np.zeros((4, 2)), verbose=0)
+
+
+def test_consistency_loss_weights_samples_like_a_compiled_loss():
+    y_pred = np.array([[1.0, 0.0], [0.0, 2.0]], "float32")
+    y_mirror = np.zeros((2, 2), "float32")
+    # Per sample: mean over outputs (0.5 and 2.0); weighted, divided by 2 samples.
+    assert float(consistency_loss(y_pred, y_mirror)) == pytest.approx(1.25)
+    weighted = consistency_loss(y_pred, y_mirror, np.array([2.0, 0.0], "float32"))
+    assert float(weighted) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_mirror_model_without_consistency_equals_fit(policy):
+    """weight=0: the same step as Keras' own, loss scale and batch sizes included."""
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        rng = np.random.default_rng(2)
+        x = rng.random((10, 4, 4, 1)).astype(np.float32)
+        y, sample_weight = np.arange(10) % 3, rng.uniform(0, 2, 10)
+        results = []
+        for build in (lambda: keras.Model(*mirror_parts()),
+                      lambda: MirrorConsistentModel(*mirror_parts(), weight=0.0)):
+            model = build()
+            model.compile(optimizer=keras.optimizers.SGD(0.5),
+                          loss="sparse_categorical_crossentropy",
+                          weighted_metrics=["accuracy"])
+            logs = model.fit(x, y, sample_weight=sample_weight, batch_size=4,
+                             epochs=2, shuffle=False, verbose=0).history
+            results.append((model.get_weights(), logs))
+    finally:
+        keras.config.set_dtype_policy(before)
+    (builtin_weights, builtin_logs), (weights, logs) = results
+    for ours, theirs in zip(weights, builtin_weights, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    assert set(logs) == set(builtin_logs) | {"consistency"}
+    for name, values in builtin_logs.items():
+        np.testing.assert_array_equal(logs[name], values, err_msg=name)
+
+
+def mirror_parts():
+    """Inputs and outputs of a seeded 4x4-image classifier."""
+    inputs = keras.Input((4, 4, 1))
+    flat = keras.layers.Flatten()(inputs)
+    init = keras.initializers.GlorotUniform(0)
+    return inputs, keras.layers.Dense(3, activation="softmax", kernel_initializer=init)(
+        flat
+    )

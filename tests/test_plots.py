@@ -25,3 +25,15 @@ def test_grid_rejects_wrong_shapes():
         plot_image_grid(np.zeros((3, 28, 28)))
     with pytest.raises(ValueError, match="2 labels for 3 images"):
         plot_image_grid(np.zeros((3, 28, 28, 1)), labels=[0, 1])
+
+
+def test_grid_is_saved_opaque_so_it_stays_legible_on_the_dark_theme():
+    import io
+
+    from IPython.core.pylabtools import print_figure
+    from PIL import Image
+
+    fig = plot_image_grid(np.zeros((2, 28, 28, 1)), labels=[0, 1], ncols=2)
+    png = print_figure(fig, "png")  # what myst-nb's glue stores for a figure
+    alpha = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))[..., 3]
+    assert alpha.min() == 255

@@ -96,10 +96,16 @@ def test_keras_refuses_sample_weight_with_class_weight(data):
         model.fit(x, y, sample_weight=sample_weight, class_weight={0: 2.0}, verbose=0)
 
 
-def two_output_model():
+def two_output_model(model_class=sw.WeightedTrainStepModel, weights=None):
+    set_seed(0)
     inputs = keras.Input(shape=(3,))
-    outputs = [keras.layers.Dense(2, activation="softmax")(inputs) for _ in range(2)]
-    model = sw.WeightedTrainStepModel(inputs, outputs)
+    outputs = [
+        keras.layers.Dense(2, activation="softmax", name=name)(inputs)
+        for name in ("a", "b")
+    ]
+    model = model_class(inputs, outputs)
+    if weights is not None:
+        model.set_weights(weights)
     model.compile("sgd", loss=["sparse_categorical_crossentropy"] * 2)
     return model
 
@@ -110,10 +116,20 @@ def test_keras_refuses_class_weight_with_several_outputs():
         two_output_model().fit(x, [y, y], class_weight={0: 2.0}, verbose=0)
 
 
-def test_weighted_step_names_its_single_output_limit():
-    x, y = np.zeros((4, 3), "float32"), np.zeros(4, "int64")
-    with pytest.raises(ValueError, match="single-output models; got 2 targets"):
-        two_output_model().fit(x, [y, y], sample_weight=np.ones(4), verbose=0)
+def test_weighted_step_takes_one_weight_array_per_output():
+    # One array for all outputs is in tests/test_equivalence.py; here one each.
+    rng = np.random.default_rng(1)
+    x, y = rng.random((6, 3), dtype="float32"), rng.integers(0, 2, 6)
+    weights = [rng.random(6).astype("float32") for _ in range(2)]
+    builtin = two_output_model(keras.Model)
+    ours = two_output_model(sw.WeightedTrainStepModel, builtin.get_weights())
+    histories = [
+        m.fit(x, [y, y], sample_weight=weights, batch_size=4, shuffle=False,
+              verbose=0).history
+        for m in (builtin, ours)
+    ]
+    assert histories[0] == histories[1]
+    assert_same_weights(builtin, ours)
 
 
 def test_batch_without_targets_is_a_clear_error(data):

@@ -13,9 +13,15 @@ from fitbook.train_step import (
     CustomTrainStepModel,
     LastBatchModel,
     LegacyTrainStepModel,
+    MetricsLoopModel,
     OwnLossModel,
     UnlistedTrackerModel,
+    UnscaledLossModel,
+    batch_size_of,
+    build_two_output_model,
+    loss_tracker,
     unpack_x_y,
+    update_norm,
 )
 
 COMPILED = dict(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -127,3 +133,53 @@ def test_fit_with_bad_batches_raises_clear_errors(data, model_class):
         model.fit(x[:8], epochs=1, verbose=0)
     with pytest.raises(ValueError, match="sample_weight"):
         model.fit(x[:8], y[:8], class_weight={0: 2.0}, epochs=1, verbose=0)
+
+
+def test_loss_scale_keeps_mixed_float16_steps_full_size(data):
+    x, y = data[0][:32], data[1][:32]
+    full = update_norm(keras.Model, x, y, "mixed_float16")
+    assert keras.config.dtype_policy().name == "float32"  # restored
+    assert update_norm(CustomTrainStepModel, x, y, "mixed_float16") == full
+    unscaled = update_norm(UnscaledLossModel, x, y, "mixed_float16")
+    # Gradients of the unscaled loss, divided by the initial scale 2**15.
+    assert unscaled == pytest.approx(full / 2**15, rel=0.05)
+
+
+@pytest.fixture(scope="module")
+def two_outputs(data):
+    """One epoch of each step on a two-output model: its logs."""
+    x = data[0]
+    y = [4 * x[:, :14].mean(axis=(1, 2, 3)), 2 * x[:, 14:].mean(axis=(1, 2, 3))]
+    logs = {}
+    for model_class in (keras.Model, MetricsLoopModel, CustomTrainStepModel):
+        model = build_two_output_model(model_class)
+        model.compile("sgd", loss=["mse", "mse"], metrics=[["mae"], ["mae"]])
+        history = model.fit(x, y, batch_size=64, shuffle=False, verbose=0)
+        logs[model_class] = {k: values[0] for k, values in history.history.items()}
+    return logs
+
+
+def test_compute_metrics_matches_builtin_with_two_outputs(two_outputs):
+    builtin = two_outputs[keras.Model]
+    assert set(builtin) == {"loss", "top_loss", "bottom_loss", "top_mae", "bottom_mae"}
+    assert two_outputs[CustomTrainStepModel] == builtin
+
+
+def test_metrics_loop_counts_per_output_losses_twice(two_outputs):
+    builtin, loop = two_outputs[keras.Model], two_outputs[MetricsLoopModel]
+    assert loop["loss"] == builtin["loss"]  # the loss tracker and training are right
+    for name in ("top_loss", "bottom_loss"):
+        assert loop[name] != pytest.approx(builtin[name], rel=1e-3)
+
+
+def test_loss_tracker_needs_a_compiled_model():
+    model = build_classifier(CustomTrainStepModel)
+    with pytest.raises(ValueError, match="no metric named 'loss'.*compile"):
+        loss_tracker(model)
+    model.compile(optimizer="sgd", loss="mse")
+    assert loss_tracker(model).name == "loss"
+
+
+def test_batch_size_of_counts_the_first_input():
+    assert int(batch_size_of(X)) == 2
+    assert int(batch_size_of({"a": X, "b": tf.zeros((2, 5))})) == 2

@@ -1,5 +1,7 @@
 """Tests for fitbook.vae (chapter "A VAE")."""
 
+import functools
+
 import keras
 import matplotlib
 
@@ -112,3 +114,88 @@ def test_plot_latent_means_checks_shapes():
     assert len(fig.axes[0].collections) == 10
     with pytest.raises(ValueError, match=r"shape \(n, 2\)"):
         plot_latent_means(np.zeros((10, 3)), np.arange(10))
+
+
+# --- Every dtype policy, weighted trackers, sample weights (issue 12) ---------
+
+
+@pytest.fixture(params=["float32", "mixed_float16", "mixed_bfloat16"])
+def policy(request):
+    """Run the test under each global dtype policy, then restore the previous one."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(request.param)
+    yield request.param
+    keras.config.set_dtype_policy(previous)
+
+
+def one_step_update_norm(optimizer):
+    """Norm of the weight change of one fit() step of a fresh, seeded VAE."""
+    set_seed(0)  # the same weights and draws under every policy
+    vae = VAE(build_encoder(seed=0), build_decoder())
+    vae.compile(optimizer=optimizer, jit_compile=False)
+    before = [np.array(w) for w in vae.get_weights()]
+    vae.fit(blobs(8), batch_size=8, epochs=1, shuffle=False, verbose=0)
+    return np.sqrt(sum(np.sum((w - b) ** 2) for w, b in zip(vae.get_weights(), before)))
+
+
+@functools.cache
+def float32_update_norm():
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        return one_step_update_norm(keras.optimizers.SGD(1e-3))
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def test_one_step_trains_as_much_under_every_policy(policy):
+    optimizer = keras.optimizers.SGD(1e-3)
+    if policy == "mixed_float16":
+        vae = VAE(build_encoder(), build_decoder())
+        vae.compile(optimizer=optimizer)
+        assert isinstance(vae.optimizer, keras.optimizers.LossScaleOptimizer)
+        # compile() wraps it in a LossScaleOptimizer with a scale of 2**15, at
+        # which this VAE's first steps overflow in float16 and are skipped (the
+        # scale halves each time), as in fit()'s own step. At 2**6 it trains at
+        # once; the step would be 1/64 as large if the loss were not scaled.
+        optimizer = keras.optimizers.LossScaleOptimizer(
+            keras.optimizers.SGD(1e-3), initial_scale=2.0**6
+        )
+    norm = one_step_update_norm(optimizer)
+    # bfloat16 keeps 8 significant bits: its step differs from float32's by ~16%.
+    assert norm == pytest.approx(float32_update_norm(), rel=0.3)
+
+
+def tiny_vae():
+    """A compiled, seeded VAE with one dense layer per output (fast to trace)."""
+    set_seed(0)
+    x = keras.Input((28, 28, 1))
+    h = keras.layers.Flatten()(x)
+    z_mean, z_log_var = keras.layers.Dense(2)(h), keras.layers.Dense(2)(h)
+    z = Sampling(seed=0)([z_mean, z_log_var])
+    encoder = keras.Model(x, [z_mean, z_log_var, z])
+    decoder = keras.Sequential(
+        [keras.Input((2,)), keras.layers.Dense(784, "sigmoid"),
+         keras.layers.Reshape((28, 28, 1))]
+    )
+    vae = VAE(encoder, decoder)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)
+    return vae
+
+
+def test_epoch_means_weight_each_batch_by_its_size():
+    x = blobs(12)
+    whole, parts = tiny_vae(), tiny_vae()
+    logs = whole.fit(x, batch_size=8, shuffle=False, verbose=0).history
+    first = parts.fit(x[:8], shuffle=False, verbose=0).history  # the same steps,
+    last = parts.fit(x[8:], shuffle=False, verbose=0).history  # one fit() each
+    for name in ("loss", "reconstruction", "kl"):
+        expected = (8 * first[name][0] + 4 * last[name][0]) / 12
+        assert logs[name][0] == pytest.approx(expected, rel=1e-5)
+        assert logs[name][0] != pytest.approx((first[name][0] + last[name][0]) / 2)
+
+
+def test_sample_weights_are_refused_not_ignored():
+    vae, x = tiny_vae(), blobs(8)
+    with pytest.raises(ValueError, match="VAE got sample weights.*no sample_weight="):
+        vae.fit(x, x, sample_weight=np.ones(8), batch_size=4, verbose=0)

@@ -12,7 +12,18 @@ A :class:`TrainingCheckpoint` saves the state of any number of named
 Writes are atomic: the file is written under a temporary name in the same
 directory, flushed to disk, then renamed with :func:`os.replace`. A crash in the
 middle of a save leaves at most a ``*.tmp`` file, which :meth:`restore_latest`
-ignores, so it always finds the last complete checkpoint.
+ignores, so it always finds the last complete checkpoint. A checkpoint damaged
+afterwards (truncated, a flipped byte: the zip's CRC-32 catches it) is skipped
+with a :class:`CorruptCheckpointWarning` naming it, and the newest readable one is
+restored instead; when none is readable, :class:`CheckpointError` lists them.
+
+Why not ``tf.train.Checkpoint`` and ``CheckpointManager``, which save and
+restore Keras 3 models and optimizers too? They never ``fsync`` (a power cut can
+leave a renamed but empty checkpoint), a damaged newest checkpoint ends the
+restore with a raw error and no fallback, objects under other names are
+silently left unrestored, and a NumPy generator is not trackable. This module
+does those four things; for sharded, asynchronous or distributed saving of big
+models, use TensorFlow's.
 
 Example::
 
@@ -26,6 +37,8 @@ import io
 import json
 import os
 import re
+import warnings
+import zipfile
 from pathlib import Path
 
 import keras
@@ -37,6 +50,14 @@ METADATA_KEY = "__metadata__"  # the entry of the .npz holding the JSON metadata
 
 class CheckpointError(RuntimeError):
     """A checkpoint does not fit the objects to restore ("Training loops")."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint file cannot be read: truncated or damaged ("Training loops")."""
+
+
+class CorruptCheckpointWarning(UserWarning):
+    """A damaged checkpoint was skipped for an older one ("Training loops")."""
 
 
 def trackable_variables(name, trackable):
@@ -153,17 +174,53 @@ class TrainingCheckpoint:
             path.unlink(missing_ok=True)
 
     def restore_latest(self):
-        """Restore the newest complete checkpoint; return its step, or None if none."""
-        found = self.checkpoints()
-        if not found:
-            return None
-        return self.restore(found[-1][1])
+        """Restore the newest readable checkpoint; return its step, or None if none.
+
+        A damaged checkpoint is skipped with a warning naming it; if every one is
+        damaged, ``CheckpointError`` lists them.
+        """
+        damaged = []
+        for _, path in reversed(self.checkpoints()):
+            try:
+                return self.restore(path)
+            except CorruptCheckpointError as err:
+                damaged.append(str(err))
+                warnings.warn(
+                    f"{err}; trying the previous checkpoint.",
+                    CorruptCheckpointWarning,
+                    stacklevel=2,
+                )
+        if damaged:
+            raise CheckpointError(
+                f"no readable checkpoint in {self.directory}: " + "; ".join(damaged)
+            )
+        return None
+
+    def read(self, path):
+        """``(arrays, metadata, step)`` of checkpoint file ``path``.
+
+        Raises ``CorruptCheckpointError`` if the file cannot be read whole.
+        """
+        try:
+            with open(path, "rb") as stream:  # closed even if np.load fails
+                with np.load(stream, allow_pickle=False) as stored:
+                    arrays = {key: stored[key] for key in stored.files}
+            metadata = json.loads(str(arrays.pop(METADATA_KEY)))
+            step = int(metadata["step"])
+            for name, entry in metadata["trackables"].items():
+                expected = {f"{name}/{i}" for i in range(len(entry.get("paths", [])))}
+                if expected - set(arrays):
+                    raise KeyError(f"{name}'s arrays are missing")
+        except (OSError, EOFError, ValueError, KeyError, TypeError,
+                zipfile.BadZipFile) as err:  # truncated, bad CRC-32, bad JSON...
+            raise CorruptCheckpointError(
+                f"checkpoint {path} is damaged ({type(err).__name__}: {err})"
+            ) from err
+        return arrays, metadata, step
 
     def restore(self, path):
         """Restore every trackable from checkpoint file ``path``; return its step."""
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {key: stored[key] for key in stored.files}
-        metadata = json.loads(str(arrays.pop(METADATA_KEY)))
+        arrays, metadata, step = self.read(path)
         saved, ours = set(metadata["trackables"]), set(self.trackables)
         if saved != ours:
             raise CheckpointError(
@@ -202,4 +259,4 @@ class TrainingCheckpoint:
             if isinstance(trackable, np.random.Generator):
                 state = metadata["trackables"][name]["numpy_generator"]
                 trackable.bit_generator.state = state
-        return metadata["step"]
+        return step

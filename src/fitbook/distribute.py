@@ -22,7 +22,7 @@ import tensorflow as tf
 from fitbook.fit_internals import build_classifier
 from fitbook.sample_weights import largest_difference
 from fitbook.timing import time_runs
-from fitbook.train_step import unpack_x_y
+from fitbook.train_step import batch_size_of, loss_tracker, unpack_x_y
 
 
 def split_cpu(n):
@@ -55,24 +55,23 @@ class MirroredTrainStepModel(keras.Model):
         # Unpack: a batch must be (x, y); under a strategy, this replica's share.
         x, y = unpack_x_y(data)
         # Forward pass under the tape. Under a strategy, compute_loss divides the
-        # replica's mean loss by the number of replicas.
+        # replica's mean loss by the number of replicas; the optimizer scales it
+        # (mixed_float16: by the loss scale; else by 1).
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred)
-        # Gradients of the loss with respect to the trainable weights.
-        gradients = tape.gradient(loss, self.trainable_variables)
+            scaled_loss = self.optimizer.scale_loss(loss)
+        # Gradients of the scaled loss with respect to the trainable weights.
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
         # Apply them: the optimizer sums the gradients of all replicas first.
         self.optimizer.apply(gradients, self.trainable_variables)
         # Update metrics: the loss tracker gets this replica's mean loss, undoing
-        # the division by the number of replicas; compiled metrics get y, y_pred.
+        # the division by the number of replicas; compute_metrics() does the rest.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        for metric in self.metrics:
-            if metric.name == "loss":
-                metric.update_state(loss * replicas, sample_weight=tf.shape(y)[0])
-            else:
-                metric.update_state(y, y_pred)
+        loss_tracker(self).update_state(loss * replicas, sample_weight=batch_size_of(x))
+        logs = self.compute_metrics(x, y, y_pred)
         # Return the running values: fit() averages them over the replicas.
-        return {m.name: m.result() for m in self.metrics}
+        return logs
 
 
 def batched(x, y, batch_size):

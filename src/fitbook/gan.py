@@ -76,12 +76,50 @@ def build_discriminator():
     )
 
 
-def make_optimizers(recipe):
-    """Two Adam optimizers, discriminator's first, from a ``GanRecipe``."""
-    return tuple(
+def with_loss_scaling(optimizer, dtype_policy=None):
+    """``optimizer`` wrapped in a ``LossScaleOptimizer`` under ``mixed_float16``,
+    as ``Model.compile()`` does; unchanged otherwise (chapters "A GAN", "WGAN-GP").
+
+    ``dtype_policy`` defaults to the global policy.
+    """
+    policy = keras.dtype_policies.get(dtype_policy or keras.config.dtype_policy())
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    if policy.name != "mixed_float16" or scaled:
+        return optimizer
+    name = f"scaled_{optimizer.name}"
+    return keras.optimizers.LossScaleOptimizer(optimizer, name=name)
+
+
+def ready_optimizer(optimizer, network, *upstream):
+    """Build ``optimizer`` for ``network``'s weights, after checking it scales the
+    loss if the gradients pass through float16 layers (chapters "A GAN", "WGAN-GP").
+
+    ``upstream`` are the other networks the gradients flow through. Building
+    first matters: until it is built, a ``LossScaleOptimizer`` scales by its
+    initial scale, a constant that a traced step would keep.
+    """
+    for net in (network, *upstream):
+        float16 = net.dtype_policy.compute_dtype == "float16"
+        if float16 and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            raise ValueError(
+                f"{net.name} computes in float16 (dtype policy "
+                f"{net.dtype_policy.name!r}) but optimizer {optimizer.name!r} does "
+                "not scale the loss, so small gradients underflow to zero. Wrap it "
+                "in keras.optimizers.LossScaleOptimizer, or make it with "
+                "fitbook.gan.make_optimizers under this policy."
+            )
+    if not optimizer.built:
+        optimizer.build(network.trainable_weights)
+
+
+def make_optimizers(recipe, dtype_policy=None):
+    """Two Adam optimizers, discriminator's first, from a ``GanRecipe``; loss
+    scaled under ``mixed_float16`` (see ``with_loss_scaling``)."""
+    optimizers = (
         keras.optimizers.Adam(recipe.learning_rate, beta_1=recipe.beta_1, name=name)
         for name in ("d_optimizer", "g_optimizer")
     )
+    return tuple(with_loss_scaling(opt, dtype_policy) for opt in optimizers)
 
 
 def check_images(x):
@@ -93,6 +131,24 @@ def check_images(x):
             "reshape to (-1, 28, 28, 1)."
         )
     return ops.cast(x, "float32")
+
+
+def unpack_images(data, model):
+    """The images of a batch ``x`` or ``(x, y)``; a clear error for sample weights,
+    which these models cannot honour (chapters "A GAN", "A VAE", "WGAN-GP")."""
+    x, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    if sample_weight is not None:
+        raise ValueError(
+            f"{type(model).__name__} got sample weights, which its losses cannot "
+            "honour. Pass images x, or (x, labels), with no sample_weight= or "
+            "class_weight= to fit() or evaluate()."
+        )
+    return x
+
+
+def latent_dim(generator):
+    """The length of the noise vectors ``generator`` takes (chapter "A GAN")."""
+    return generator.input_shape[-1]
 
 
 def draw_step_noise(seed_generator, batch_size, latent_dim=LATENT_DIM):
@@ -133,8 +189,9 @@ def discriminator_step(generator, discriminator, optimizer, loss_fn, x, z, u, re
     """One update of the discriminator's weights only; returns its loss."""
     with tf.GradientTape() as tape:
         loss = discriminator_loss(generator, discriminator, loss_fn, x, z, u, recipe)
-    grads = tape.gradient(loss, discriminator.trainable_weights)
-    optimizer.apply(grads, discriminator.trainable_weights)
+        scaled_loss = optimizer.scale_loss(loss)  # times the loss scale, if any
+    grads = tape.gradient(scaled_loss, discriminator.trainable_weights)
+    optimizer.apply(grads, discriminator.trainable_weights)  # unscales them first
     return loss
 
 
@@ -142,8 +199,9 @@ def generator_step(generator, discriminator, optimizer, loss_fn, z):
     """One update of the generator's weights only, through a frozen discriminator."""
     with tf.GradientTape() as tape:
         loss = generator_loss(generator, discriminator, loss_fn, z)
-    grads = tape.gradient(loss, generator.trainable_weights)  # D gets none
-    optimizer.apply(grads, generator.trainable_weights)
+        scaled_loss = optimizer.scale_loss(loss)  # times the loss scale, if any
+    grads = tape.gradient(scaled_loss, generator.trainable_weights)  # D gets none
+    optimizer.apply(grads, generator.trainable_weights)  # unscales them first
     return loss
 
 
@@ -154,8 +212,10 @@ def gan_step(parts, x):
     networks, their optimizers, the loss, the recipe and a seed generator.
     """
     x = check_images(x)
-    z_d, u, z_g = draw_step_noise(parts.seed_generator, ops.shape(x)[0])
     g, d, loss_fn = parts.generator, parts.discriminator, parts.loss_fn
+    z_d, u, z_g = draw_step_noise(parts.seed_generator, ops.shape(x)[0], latent_dim(g))
+    ready_optimizer(parts.d_optimizer, d)  # built; loss-scaled if d is float16
+    ready_optimizer(parts.g_optimizer, g, d)  # its gradients pass through d too
     d_loss = discriminator_step(
         g, d, parts.d_optimizer, loss_fn, x, z_d, u, parts.recipe
     )
@@ -178,10 +238,15 @@ class GAN(keras.Model):
     def compile(
         self, d_optimizer, g_optimizer, loss_fn, recipe=SEED_RECIPE, jit_compile=True
     ):
-        """Two optimizers, one loss; ``recipe`` supplies the label settings."""
-        super().compile(jit_compile=jit_compile)  # XLA: about twice as fast on a CPU
-        self.d_optimizer = d_optimizer
-        self.g_optimizer = g_optimizer
+        """Two optimizers, one loss; ``recipe`` supplies the label settings.
+
+        ``self.optimizer`` stays ``None``: a callback that changes a learning rate
+        must change ``d_optimizer``'s or ``g_optimizer``'s.
+        """
+        super().compile(optimizer=None, jit_compile=jit_compile)
+        # Under mixed_float16, wrapped in a LossScaleOptimizer as compile() does.
+        self.d_optimizer = with_loss_scaling(d_optimizer, self.dtype_policy)
+        self.g_optimizer = with_loss_scaling(g_optimizer, self.dtype_policy)
         self.loss_fn = loss_fn
         self.recipe = recipe
 
@@ -196,25 +261,26 @@ class GAN(keras.Model):
 
     def train_step(self, data):
         """One discriminator step, then one generator step, on a batch."""
-        # Unpack: labels and sample weights, if the data has them, are ignored.
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        # Unpack: labels, if the data has them, are ignored.
+        x = unpack_images(data, self)
         # Forward, gradients and apply: the shared step, for both networks.
         d_loss, g_loss = gan_step(self, x)
-        # Update metrics and return their values.
-        self.d_loss_tracker.update_state(d_loss)
-        self.g_loss_tracker.update_state(g_loss)
+        # Update metrics, weighted by batch size, and return their values.
+        batch_size = ops.shape(x)[0]
+        self.d_loss_tracker.update_state(d_loss, sample_weight=batch_size)
+        self.g_loss_tracker.update_state(g_loss, sample_weight=batch_size)
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, data):
         """Both losses on a batch, with no weight updates (for ``evaluate()``)."""
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x = check_images(x)
-        z_d, u, z_g = draw_step_noise(self.seed_generator, ops.shape(x)[0])
+        x = check_images(unpack_images(data, self))
+        batch_size = ops.shape(x)[0]
+        z_d, u, z_g = draw_step_noise(self.seed_generator, batch_size, self.latent_dim)
         g, d, loss_fn = self.generator, self.discriminator, self.loss_fn
-        self.d_loss_tracker.update_state(
-            discriminator_loss(g, d, loss_fn, x, z_d, u, self.recipe)
-        )
-        self.g_loss_tracker.update_state(generator_loss(g, d, loss_fn, z_g))
+        d_loss = discriminator_loss(g, d, loss_fn, x, z_d, u, self.recipe)
+        self.d_loss_tracker.update_state(d_loss, sample_weight=batch_size)
+        g_loss = generator_loss(g, d, loss_fn, z_g)
+        self.g_loss_tracker.update_state(g_loss, sample_weight=batch_size)
         return {m.name: m.result() for m in self.metrics}
 
 
@@ -233,11 +299,33 @@ def build_gan(recipe=SEED_RECIPE, seed=0, jit_compile=True):
     return gan
 
 
-def image_dataset(x, batch_size, seed=0, repeat=False):
-    """Shuffled batches of images (no labels), dropping the last partial batch."""
-    ds = tf.data.Dataset.from_tensor_slices(x).shuffle(len(x), seed=seed)
-    ds = ds.repeat() if repeat else ds
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+def image_dataset(x, batch_size, seed=0, repeat=False, start=0):
+    """Shuffled batches of images (no labels), from batch ``start`` on.
+
+    Batch ``b`` is a pure function of ``(seed, b)``: it belongs to epoch ``b //
+    (len(x) // batch_size)``, a permutation of ``x`` drawn from ``(seed, epoch)``
+    alone (without the last partial batch), so a run resumed at step ``start``
+    sees exactly the batches an uninterrupted run would (chapters "A GAN",
+    "WGAN-GP").
+    """
+    n = len(x)
+    per_epoch = n // batch_size
+    if per_epoch < 1 or start < 0:
+        raise ValueError(
+            f"need 0 <= start and batch_size <= len(x), got start={start}, "
+            f"batch_size={batch_size} for {n} images."
+        )
+    images = tf.convert_to_tensor(x)
+
+    def batch(b):  # b: the batch's index counted from the first epoch's first
+        epoch, first = b // per_epoch, (b % per_epoch) * batch_size
+        positions = first + tf.range(batch_size, dtype="int64")
+        key = tf.stack([tf.constant(seed, "int64"), epoch])  # one permutation each
+        order = tf.random.experimental.index_shuffle(positions, key, n - 1)
+        return tf.gather(images, order)
+
+    stop = np.iinfo("int64").max if repeat else per_epoch
+    return tf.data.Dataset.range(start, stop).map(batch).prefetch(tf.data.AUTOTUNE)
 
 
 class LossHistory(keras.callbacks.Callback):
@@ -355,13 +443,33 @@ def write_csv(path, columns, rows, mode="a"):
 
 
 def truncate_run(directory, step):
-    """Drop rows after ``step`` from a run's CSVs (before resuming from ``step``)."""
-    run = read_run(directory)
+    """Keep only the complete CSV rows of steps <= ``step`` (before resuming there).
+
+    A run killed while appending may have left a partial last line; it goes too.
+    Each file is rewritten atomically, and removed if no row is left.
+    """
+    from fitbook.checkpoints import atomic_write
+
     for name, columns in (("scores", SCORE_COLUMNS), ("losses", LOSS_COLUMNS)):
-        table = run[name]
-        keep = table["step"] <= step
-        rows = zip(*(table[c][keep] for c in columns))
-        write_csv(Path(directory) / f"{name}.csv", columns, rows, mode="w")
+        path = Path(directory) / f"{name}.csv"
+        if not path.is_file():
+            continue
+        kept = [line for line in path.read_text().splitlines()[1:]
+                if complete_row(line, len(columns), step)]
+        if not kept:
+            path.unlink()
+            continue
+        text = "\n".join([",".join(columns), *kept]) + "\n"
+        atomic_write(path, text.encode())
+
+
+def complete_row(line, width, last_step):
+    """Whether CSV ``line`` has ``width`` numbers and a step <= ``last_step``."""
+    try:
+        values = [float(v) for v in line.split(",")]
+    except ValueError:
+        return False
+    return len(values) == width and values[0] <= last_step
 
 
 class RunLogger(keras.callbacks.Callback):
@@ -406,14 +514,18 @@ def generate(generator, z, batch_size=250):
     )
 
 
-def make_scorer(n=1000, seed=0):
-    """Return generator -> quality scores of ``n`` images from fixed noise."""
+def make_scorer(n=1000, seed=0, real_images=None):
+    """Return generator -> quality scores of ``n`` images from fixed noise.
+
+    ``real_images`` are the Fréchet reference; default: Fashion-MNIST's test set.
+    """
     from fitbook import quality
     from fitbook.data import load_fashion_mnist
 
     classifier = quality.load_classifier()
-    _, (x_test, _) = load_fashion_mnist()
-    reference = quality.reference_stats(classifier, x_test)
+    if real_images is None:
+        _, (real_images, _) = load_fashion_mnist()
+    reference = quality.reference_stats(classifier, real_images)
     z = keras.random.normal((n, LATENT_DIM), seed=seed)
 
     def score(generator):
@@ -444,38 +556,39 @@ def make_checkpoint(gan, directory):
     )
 
 
+class UsageError(ValueError):
+    """A command-line argument that cannot work; ``main`` reports it as argparse
+    does, with exit status 2 (chapter "A GAN")."""
+
+
 def train(args):
     """The ``train`` command: fit with logs, scores, grids and checkpoints."""
     from fitbook.data import FASHION_MNIST_FILES, load_fashion_mnist
     from fitbook.reproducibility import set_seed
 
     set_seed(args.seed)
-    fields = [f.name for f in dataclasses.fields(GanRecipe)]
-    overrides = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
-    recipe = dataclasses.replace(RECIPES[args.recipe], **overrides)
-    (x_train, _), _ = load_fashion_mnist()
-    total = args.steps or args.epochs * (len(x_train) // recipe.batch_size)
-    epochs = -(-total // args.log_every)  # fit() epochs of log_every steps
+    recipe = recipe_from(args)
+    (x_train, _), (x_test, _) = load_fashion_mnist()
+    x_train = x_train[: check_count(args, "train_images", x_train, recipe.batch_size)]
+    x_test = x_test[: check_count(args, "reference_images", x_test, 2)]
+    total = total_steps(args, len(x_train) // recipe.batch_size)
     out = Path(args.out)
-    if (out / "scores.csv").is_file() and not args.resume:
-        raise SystemExit(f"{out} already holds a run: pass --resume or a new --out.")
     out.mkdir(parents=True, exist_ok=True)
+    check_settings(out, args, recipe, len(x_train))
     gan = build_gan(recipe, seed=args.seed, jit_compile=args.jit)
     checkpoint = None if args.no_checkpoint else make_checkpoint(gan, out / "ckpt")
-    start = (checkpoint.restore_latest() or 0) if args.resume and checkpoint else 0
-    if start:
-        truncate_run(out, start)
-        print(f"resumed from step {start}")
-    history, score = LossHistory(), make_scorer(args.score_images, seed=args.seed)
+    start = resume_run(out, checkpoint, total, args.log_every) if args.resume else 0
+    history = LossHistory()
+    score = make_scorer(args.score_images, args.seed, real_images=x_test)
     z_grid = keras.random.normal((32, LATENT_DIM), seed=args.seed)
     callbacks = [
         history,
         RunLogger(out, args.log_every, history, score, checkpoint),
         ImageGridCallback(z_grid, args.grid_every, out / "grids", args.log_every),
     ]
-    gan.fit(
-        image_dataset(x_train, recipe.batch_size, seed=args.seed + start, repeat=True),
-        epochs=epochs,
+    gan.fit(  # from batch `start` on: the batches an uninterrupted run would see
+        image_dataset(x_train, recipe.batch_size, args.seed, repeat=True, start=start),
+        epochs=total // args.log_every,
         initial_epoch=start // args.log_every,
         steps_per_epoch=args.log_every,
         callbacks=callbacks,
@@ -489,11 +602,12 @@ def train(args):
     provenance = {
         "command": "python -m fitbook.gan " + " ".join(args.argv),
         "recipe": dataclasses.asdict(recipe),
-        "steps": epochs * args.log_every,
-        "epochs": round(epochs * args.log_every * recipe.batch_size / len(x_train), 3),
+        "steps": total,
+        "epochs": round(total * recipe.batch_size / len(x_train), 3),
         "seed": args.seed,
         "jit_compile": args.jit,
         "train_images_sha256": FASHION_MNIST_FILES[0].sha256,
+        "train_images": len(x_train),
         "final_scores": {c: float(scores[c][-1]) for c in SCORE_COLUMNS[3:6]},
         "training_seconds": round(float(scores["seconds"][-1]), 1),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
@@ -502,38 +616,172 @@ def train(args):
     print(json.dumps(provenance, indent=2))
 
 
+def recipe_from(args):
+    """The ``GanRecipe`` named by ``--recipe``, with the command line's overrides."""
+    fields = [f.name for f in dataclasses.fields(GanRecipe)]
+    overrides = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
+    return dataclasses.replace(RECIPES[args.recipe], **overrides)
+
+
+def check_count(args, name, images, minimum):
+    """The value of ``--train-images`` or ``--reference-images``: how many of
+    ``images`` to use, all by default; at least ``minimum``."""
+    n = getattr(args, name) or len(images)
+    if not minimum <= n <= len(images):
+        flag = "--" + name.replace("_", "-")
+        raise UsageError(
+            f"{flag} {n} must be between {minimum} and the {len(images)} images "
+            "there are."
+        )
+    return n
+
+
+def total_steps(args, steps_per_pass):
+    """``--steps``, or ``--epochs`` passes rounded up to whole logging periods."""
+    if args.steps is not None:
+        return args.steps  # a multiple of --log-every: check_args made sure
+    periods = -(-args.epochs * steps_per_pass // args.log_every)  # rounded up
+    return periods * args.log_every
+
+
+def check_settings(out, args, recipe, train_images):
+    """Record the settings that fix a run's result; a resume must use the same."""
+    from fitbook.checkpoints import atomic_write
+
+    settings = {
+        "seed": args.seed,
+        "recipe": dataclasses.asdict(recipe),
+        "train_images": train_images,
+        "log_every": args.log_every,
+    }
+    path = out / "run.json"
+    if args.resume and path.is_file():
+        saved = json.loads(path.read_text())
+        changed = [k for k in settings if saved.get(k) != settings[k]]
+        if changed:
+            raise UsageError(
+                f"--resume with other settings than the run in {out} ("
+                + ", ".join(f"{k}: {saved.get(k)} then, {settings[k]} now"
+                            for k in changed)
+                + "); an exact resumption needs the run's own."
+            )
+    atomic_write(path, (json.dumps(settings, indent=2) + "\n").encode())
+
+
+def resume_run(out, checkpoint, total, log_every):
+    """Restore the newest good checkpoint, drop the log rows after it; its step."""
+    start = checkpoint.restore_latest() or 0
+    if start > total:
+        raise UsageError(
+            f"the run in {out} is already at step {start}, past --steps {total}."
+        )
+    truncate_run(out, start)  # rows logged after the checkpoint come again
+    print(f"resumed from step {start}" if start else "no checkpoint: from step 0")
+    return start
+
+
+def checked(kind, ok, expected):
+    """An argparse ``type``: ``kind(text)``, rejected unless ``ok(value)``."""
+
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):  # NaN fails every comparison: rejected
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return convert
+
+
+POSITIVE_INT = checked(int, lambda v: v >= 1, "an integer >= 1")
+RECIPE_TYPES = {  # what each GanRecipe field accepts on the command line
+    "learning_rate": checked(float, lambda v: 0 < v < float("inf"), "a number > 0"),
+    "beta_1": checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "label_noise": checked(float, lambda v: 0 <= v < 0.5, "a number in [0, 0.5)"),
+    "real_label": checked(float, lambda v: 0.5 < v <= 1, "a number in (0.5, 1]"),
+    "batch_size": POSITIVE_INT,
+}
+
+
 def parse_args(argv):
-    """Parse ``python -m fitbook.gan train ...`` arguments (chapter "A GAN")."""
+    """Parse and check ``python -m fitbook.gan train ...`` arguments (chapter "A
+    GAN"); a bad one exits as argparse does: message on stderr, status 2."""
     parser = argparse.ArgumentParser(prog="python -m fitbook.gan")
     commands = parser.add_subparsers(dest="command", required=True)
     t = commands.add_parser("train", help="train the GAN with fit()")
+    t.set_defaults(parser=t)  # main reports errors found later with t.error
     t.add_argument("--out", required=True, help="directory for logs and models")
-    t.add_argument("--epochs", type=int, default=1, help="passes over the data")
-    t.add_argument("--steps", type=int, help="total steps (overrides --epochs)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=POSITIVE_INT, default=1, help="passes over the "
+                   "data, rounded up to whole --log-every periods")
+    t.add_argument("--steps", type=POSITIVE_INT, help="total steps (overrides "
+                   "--epochs), a multiple of --log-every")
+    t.add_argument("--seed", type=checked(int, lambda v: v >= 0, "an integer >= 0"),
+                   default=0)
     t.add_argument("--resume", action="store_true", help="go on from a checkpoint")
     t.add_argument("--recipe", choices=sorted(RECIPES), default="fixed")
     for field in dataclasses.fields(GanRecipe):  # e.g. --beta-1 0.5
         flag = "--" + field.name.replace("_", "-")
-        t.add_argument(flag, type=field.type, help=f"override recipe.{field.name}")
-    t.add_argument("--log-every", type=int, default=100, help="steps between logs")
-    t.add_argument("--grid-every", type=int, default=10, help="logs between grids")
+        t.add_argument(flag, type=RECIPE_TYPES[field.name],
+                       help=f"override recipe.{field.name}")
+    t.add_argument("--log-every", type=POSITIVE_INT, default=100,
+                   help="steps between logs and checkpoints")
+    t.add_argument("--grid-every", type=POSITIVE_INT, default=10,
+                   help="logs between grids")
     t.add_argument("--no-checkpoint", action="store_true", help="do not checkpoint")
-    t.add_argument("--verbose", type=int, default=1, help="fit() verbosity")
-    t.add_argument("--score-images", type=int, default=1000, help="images per score")
+    t.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                   help="fit() verbosity")
+    t.add_argument("--score-images", type=checked(int, lambda v: v >= 2,
+                   "an integer >= 2"), default=1000, help="images per score")
+    t.add_argument("--reference-images", type=checked(int, lambda v: v >= 2,
+                   "an integer >= 2"), help="test images of the Fréchet reference "
+                   "(default: all; fewer for quick tests)")
+    t.add_argument("--train-images", type=POSITIVE_INT, help="train on the first N "
+                   "images only (default: all; fewer for quick tests)")
     t.add_argument(
         "--jit", action=argparse.BooleanOptionalAction, default=True, help="use XLA"
     )
     args = parser.parse_args(argv)
     args.argv = argv
+    try:
+        check_args(args)
+    except UsageError as err:
+        t.error(str(err))
     return args
+
+
+def check_args(args):
+    """Checks across arguments: ``--steps`` ends on a log; ``--out`` is a directory,
+    new, or holding a run only with ``--resume``."""
+    if args.steps is not None and args.steps % args.log_every:
+        raise UsageError(
+            f"--steps {args.steps} is not a multiple of --log-every "
+            f"{args.log_every}: logs and checkpoints come every --log-every steps, "
+            "and a run ends on one of them."
+        )
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a directory.")
+    if args.resume and args.no_checkpoint:
+        raise UsageError("--resume needs checkpoints: drop --no-checkpoint.")
+    logs = [out / name for name in ("scores.csv", "losses.csv", "run.json")]
+    holds_run = any(p.is_file() for p in logs) or any(out.glob("ckpt/ckpt-*.npz"))
+    if args.resume and not out.is_dir():
+        raise UsageError(f"--resume: there is no run in {out} (no such directory).")
+    if holds_run and not args.resume:
+        raise UsageError(f"{out} already holds a run: pass --resume or a new --out.")
 
 
 def main(argv=None):
     """Entry point of ``python -m fitbook.gan`` (chapter "A GAN")."""
     import fitbook  # noqa: F401  (quiet TensorFlow import)
 
-    train(parse_args(sys.argv[1:] if argv is None else argv))
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        train(args)
+    except UsageError as err:  # found once the data or the checkpoint is read
+        args.parser.error(str(err))
 
 
 if __name__ == "__main__":

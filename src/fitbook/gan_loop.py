@@ -5,6 +5,8 @@ calls, so both run the same algorithm by construction; only the loop around it
 differs.
 """
 
+import itertools
+
 import keras
 import tensorflow as tf
 
@@ -23,12 +25,14 @@ class GanTrainer:
         loss_fn,
         recipe=SEED_RECIPE,
         seed=0,
+        jit_compile=True,
     ):
         self.generator, self.discriminator = generator, discriminator
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
         self.loss_fn, self.recipe = loss_fn, recipe
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.train_step = tf.function(self.step, jit_compile=True)  # as in fit()
+        # XLA as in fit(); jit_compile=False skips compiling for tiny test runs.
+        self.train_step = tf.function(self.step, jit_compile=jit_compile)
 
     def step(self, x):
         """One GAN step on images ``x``: the function ``GAN.train_step`` calls."""
@@ -38,18 +42,24 @@ class GanTrainer:
 def train_gan_loop(trainer, dataset, steps, checkpoint_dir, save_every=100, verbose=1):
     """Train ``trainer`` to ``steps`` steps, resuming from its latest checkpoint.
 
-    ``dataset`` yields image batches (or ``(images, labels)``); it is iterated
-    afresh, so a resumed run sees the data from the start of its iterator.
+    ``dataset`` yields image batches (or ``(images, labels)``) in the same order
+    every time it is iterated, e.g. ``gan.image_dataset(x, 64, seed, repeat=True)``
+    or an unshuffled ``tf.data`` pipeline. A resumed run skips the batches before
+    its checkpoint, so it sees what an uninterrupted run would: with the weights,
+    optimizers and random state of the checkpoint, it ends bit for bit the same.
     Returns the per-step losses of this call as lists in a dict.
     """
-    if not isinstance(steps, int) or steps < 1:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}.")
     checkpoint = make_checkpoint(trainer, checkpoint_dir)
     start = checkpoint.restore_latest() or 0
+    if start > steps:
+        raise ValueError(f"{checkpoint_dir} is at step {start}, past steps={steps}.")
     progbar = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=["d", "g"])
     progbar.update(start)
     history = {"step": [], "d_loss": [], "g_loss": []}
-    for step, data in zip(range(start + 1, steps + 1), dataset):
+    batches = skip_batches(dataset, start)  # the data position of the checkpoint
+    for step, data in zip(range(start + 1, steps + 1), batches):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         d_loss, g_loss = (float(loss) for loss in trainer.train_step(x))
         for name, value in zip(history, (step, d_loss, g_loss)):
@@ -63,3 +73,10 @@ def train_gan_loop(trainer, dataset, steps, checkpoint_dir, save_every=100, verb
             "pass a longer one, e.g. dataset.repeat()."
         )
     return history
+
+
+def skip_batches(dataset, count):
+    """``dataset`` without its first ``count`` batches (chapter "A GAN")."""
+    if isinstance(dataset, tf.data.Dataset):
+        return dataset.skip(count)
+    return itertools.islice(dataset, count, None)

@@ -7,7 +7,9 @@ Two levels:
 - :class:`Trainer`: the same step as methods compiled with ``tf.function``
   (optionally XLA), with what ``fit()`` hides as options: metrics, validation,
   per-epoch history, gradient clipping, a progress bar, Keras callbacks, a NaN
-  guard and atomic checkpoints that resume to exactly the same weights.
+  guard and atomic checkpoints that resume to exactly the same weights. Like
+  ``Model.compile()``, it wraps the optimizer in a ``LossScaleOptimizer`` under
+  the ``mixed_float16`` policy, and its step scales the loss as ``fit()``'s does.
 """
 
 import math
@@ -59,7 +61,8 @@ class ActivityPenalty(keras.layers.Layer):
         return {**super().get_config(), "rate": self.rate}
 
     def call(self, x):
-        self.add_loss(self.rate * keras.ops.mean(keras.ops.abs(x)))
+        x32 = keras.ops.cast(x, "float32")  # a float32 loss, even under mixed_*16
+        self.add_loss(self.rate * keras.ops.mean(keras.ops.abs(x32)))
         return x
 
 
@@ -109,7 +112,10 @@ class Trainer:
 
     ``mode`` is ``"eager"``, ``"function"`` (``tf.function``) or ``"jit"`` (XLA).
     ``clipnorm`` clips each gradient, ``global_clipnorm`` all of them together.
-    ``nan_guard`` skips the update of a non-finite step and stops training.
+    ``nan_guard`` skips the update of a step whose loss or gradients are not
+    finite and stops training; the step itself decides and counts: ``step`` holds
+    the applied updates, ``skipped`` the refused ones. Under ``mixed_float16``
+    the optimizer is wrapped in a ``LossScaleOptimizer``, as ``compile()`` does.
     ``input_signature=True`` traces one graph for every batch size.
     """
 
@@ -133,6 +139,11 @@ class Trainer:
                 "the model has no weights yet: start it with keras.Input(shape) "
                 "or call it once on a batch before creating the Trainer."
             )
+        if (
+            model.dtype_policy.name == "mixed_float16"  # what Model.compile() checks
+            and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        ):
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.metrics = [self.loss_tracker, *metrics]
@@ -143,9 +154,10 @@ class Trainer:
         )
         self.nan_guard = nan_guard
         self.step = keras.Variable(0, dtype="int64", trainable=False, name="step")
+        self.skipped = keras.Variable(0, dtype="int64", trainable=False)
         self.shuffle_seed = keras.Variable(shuffle_seed, dtype="int64", trainable=False)
         self.trace_count = 0  # how often train_step's Python body ran
-        self.nan_step = None  # the step whose loss was not finite, if any
+        self.nan_step = None  # the batch (from 1) at which the guard stopped
         optimizer.build(model.trainable_variables)  # slots exist before tracing
         self.compiled = {}  # step name -> compiled function
 
@@ -157,34 +169,63 @@ class Trainer:
         return loss
 
     def clip(self, grads):
-        """Clip each gradient's norm, then their global norm, as configured."""
+        """Clip each gradient's norm, then their global norm, as configured.
+
+        The gradients are those of the scaled loss, ``scale`` times too large
+        (``scale`` is 1 without loss scaling), so the limits are scaled too.
+        """
+        scale = tf.cast(self.optimizer.scale_loss(1.0), tf.float32)
         if self.clipnorm is not None:
-            grads = [tf.clip_by_norm(g, self.clipnorm) for g in grads]
+            grads = [tf.clip_by_norm(g, self.clipnorm * scale) for g in grads]
         if self.global_clipnorm is not None:
-            grads, _ = tf.clip_by_global_norm(grads, self.global_clipnorm)
+            grads, _ = tf.clip_by_global_norm(grads, self.global_clipnorm * scale)
         return grads
 
     def train_step(self, x, y):
-        """Forward pass, loss, gradients, clipping, guarded update, metric values."""
+        """Forward pass, loss, gradients, clipping, guarded update, metric values.
+
+        Returns ``(logs, stop)``; ``stop`` is True when the NaN guard refused the
+        update. The metrics only take in batches whose update was applied.
+        """
         self.trace_count += 1  # Python code: runs on every trace, not every step
+        # Forward under the tape
         with tf.GradientTape() as tape:
             y_pred = self.model(x, training=True)
             loss = self.compute_loss(y, y_pred)
-        grads = self.clip(tape.gradient(loss, self.model.trainable_variables))
-        if self.nan_guard:  # a graph-level `if`: bad updates never touch weights
-            finite = tf.math.is_finite(loss) & tf.math.is_finite(
-                tf.linalg.global_norm(grads)
-            )
-            tf.cond(finite, lambda: self.apply(grads), lambda: None)
-        else:
-            self.apply(grads)
-        self.update_metrics(loss, y, y_pred)
-        return {m.name: m.result() for m in self.metrics}
+            scaled_loss = self.optimizer.scale_loss(loss)  # loss x scale, if any
+        # Gradients
+        grads = self.clip(tape.gradient(scaled_loss, self.model.trainable_variables))
+        # Apply: the guard decides here, in the step, from loss *and* gradients
+        call, applied, stop = self.guard(loss, grads)
+        tf.cond(call, lambda: self.apply(grads), lambda: None)  # the graph's `if`
+        self.step.assign_add(tf.cast(applied, "int64"))
+        self.skipped.assign_add(tf.cast(~applied, "int64"))
+        # Update metrics
+        tf.cond(applied, lambda: self.update_metrics(loss, y, y_pred), lambda: None)
+        # Return
+        return {m.name: m.result() for m in self.metrics}, stop
+
+    def guard(self, loss, grads):
+        """The NaN guard's decision: ``(call optimizer, update applied, stop)``.
+
+        A ``LossScaleOptimizer`` skips non-finite gradients itself and lowers its
+        scale (an overflow of the scaled loss): it is called whenever the loss is
+        finite, and only a non-finite loss stops training.
+        """
+        finite_loss = tf.math.is_finite(loss)
+        finite_grads = tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None]
+        )
+        scaler = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        no = tf.constant(False)
+        if not self.nan_guard:  # always apply; only a loss scaler may skip
+            return tf.constant(True), finite_grads if scaler else ~no, no
+        call = finite_loss if scaler else finite_loss & finite_grads
+        return call, call & finite_grads, ~call
 
     def apply(self, grads):
-        """Apply the gradients and count the step."""
+        """Apply the (scaled) gradients; a LossScaleOptimizer unscales them."""
         self.optimizer.apply(grads, self.model.trainable_variables)
-        self.step.assign_add(1)
 
     def test_step(self, x, y):
         """Forward pass in inference mode, loss and metrics; no update."""
@@ -200,8 +241,13 @@ class Trainer:
             metric.update_state(y, y_pred)
 
     def results(self, prefix=""):
-        """Current metric values as plain floats, then reset for the next pass."""
-        logs = {prefix + m.name: float(m.result()) for m in self.metrics}
+        """Current metric values as plain floats, then reset for the next pass.
+
+        NaN when no batch entered them (a run stopped at an epoch's first batch).
+        """
+        empty = float(self.loss_tracker.count.numpy()) == 0
+        logs = {prefix + m.name: math.nan if empty else float(m.result())
+                for m in self.metrics}
         for metric in self.metrics:
             metric.reset_state()
         return logs
@@ -240,26 +286,32 @@ class Trainer:
             model=self.model,  # weights and the layers' random-seed states
             optimizer=self.optimizer,  # iteration count and moment estimates
             step=self.step,
+            skipped=self.skipped,  # with step: the position in the data
             shuffle_seed=self.shuffle_seed,  # with step: the data order
         )
+
+    def batches_done(self):
+        """Training steps run so far: applied plus skipped updates."""
+        return int(self.step.numpy()) + int(self.skipped.numpy())
 
     def train_epoch(self, x, y, batch_size, epoch, shuffle, callbacks, progbar, saver):
         """Train from the current step to the end of ``epoch``; return its logs."""
         steps_per_epoch = math.ceil(len(x) / batch_size)
-        done = int(self.step.numpy()) - epoch * steps_per_epoch  # > 0 after resume
+        done = self.batches_done() - epoch * steps_per_epoch  # > 0 after resume
         train_step = self.compiled_step("train_step", x, y)
         batches = self.batches(x, y, batch_size, epoch, shuffle).skip(done)
         for batch, (x_batch, y_batch) in enumerate(batches, start=done):
             callbacks.on_train_batch_begin(batch)
-            logs = {k: float(v) for k, v in train_step(x_batch, y_batch).items()}
-            if self.nan_guard and not math.isfinite(logs["loss"]):  # mean of a NaN
-                self.nan_step = int(self.step.numpy()) + 1  # counted from 1
+            logs, stop = train_step(x_batch, y_batch)
+            logs = {k: float(v) for k, v in logs.items()}
+            if bool(stop):  # the step's own decision; its update was not applied
+                self.nan_step = self.batches_done()  # counted from 1
                 self.model.stop_training = True
                 break
             callbacks.on_train_batch_end(batch, logs)
             progbar.update(batch + 1, list(logs.items()), finalize=False)
             if saver is not None:
-                saver(int(self.step.numpy()))
+                saver(self.batches_done())
             if self.model.stop_training:
                 break
         return self.results()
@@ -298,7 +350,7 @@ class Trainer:
         )
         history, self.nan_step, self.model.stop_training = {}, None, False
         callbacks.on_train_begin()
-        for epoch in range(int(self.step.numpy()) // steps_per_epoch, epochs):
+        for epoch in range(self.batches_done() // steps_per_epoch, epochs):
             if verbose:
                 print(f"Epoch {epoch + 1}/{epochs}")
             progbar = keras.utils.Progbar(
@@ -310,7 +362,7 @@ class Trainer:
             )
             if validation_data is not None and self.nan_step is None:
                 logs.update(self.evaluate(*validation_data, prefix="val_"))
-            seen = int(self.step.numpy()) - epoch * steps_per_epoch
+            seen = self.batches_done() - epoch * steps_per_epoch
             progbar.update(seen, list(logs.items()), finalize=True)
             callbacks.on_epoch_end(epoch, logs)
             for name, value in logs.items():
@@ -319,7 +371,8 @@ class Trainer:
                 break
         callbacks.on_train_end()
         if self.nan_step is not None and verbose:
-            print(f"Stopped: non-finite loss at step {self.nan_step}; not applied.")
+            print(f"Stopped at step {self.nan_step}: non-finite loss or gradients; "
+                  "its update was not applied.")
         return history
 
     def make_saver(self, directory, every, steps_per_epoch):
@@ -361,16 +414,28 @@ def update_norms(trainer, x, y):
     """
     variables = trainer.model.trainable_variables
     before = [v.numpy() for v in variables]
-    trainer.compiled_step("train_step", x, y)(x, y)
+    trainer.compiled_step("train_step", x, y)(x, y)  # returns (logs, stop)
     return [float(np.linalg.norm(v.numpy() - b)) for v, b in zip(variables, before)]
+
+
+def loss_and_gradient_norm(model, loss_fn, x, y):
+    """One batch's loss and global gradient norm, no update ("Training loops").
+
+    Called eagerly and under ``tf.function``, it shows what each mode's kernels
+    make of a NaN in the input.
+    """
+    with tf.GradientTape() as tape:
+        loss = loss_fn(y, model(x, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    return loss, tf.linalg.global_norm(grads)
 
 
 def trainer_run(trainer, x, y, batch_size):
     """A run for ``fitbook.timing.time_runs``: one more epoch of ``trainer``."""
     steps_per_epoch = math.ceil(len(x) / batch_size)
 
-    def run():  # fit() goes on from trainer.step, so ask for one epoch more
-        epochs = int(trainer.step.numpy()) // steps_per_epoch + 1
+    def run():  # fit() goes on from where it stopped, so ask for one epoch more
+        epochs = trainer.batches_done() // steps_per_epoch + 1
         return trainer.fit(x, y, batch_size, epochs=epochs, shuffle=False, verbose=0)
 
     return run

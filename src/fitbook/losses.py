@@ -15,6 +15,7 @@ import tensorflow as tf
 from keras import ops
 
 from fitbook.loop import ActivityPenalty  # noqa: F401  (re-exported: way 2)
+from fitbook.train_step import batch_size_of, loss_tracker
 
 
 @keras.saving.register_keras_serializable(package="fitbook")
@@ -41,6 +42,16 @@ class ExpectedCost(keras.losses.Loss):
         return {**super().get_config(), "cost_matrix": self.cost_matrix.tolist()}
 
 
+def consistency_loss(y_pred, y_mirror, sample_weight=None):
+    """Mean squared difference of two predictions, per sample weighted and divided
+    by the batch size as compiled losses are (chapter "A VAE")."""
+    difference = ops.cast(y_pred, "float32") - ops.cast(y_mirror, "float32")
+    per_sample = ops.mean(ops.square(difference), axis=-1)
+    if sample_weight is not None:
+        per_sample = per_sample * ops.cast(sample_weight, "float32")
+    return ops.mean(per_sample)
+
+
 @keras.saving.register_keras_serializable(package="fitbook")
 class MirrorConsistentModel(keras.Model):
     """Compiled loss + ``weight`` * (f(x) - f(mirror x))^2 (chapter "A VAE")."""
@@ -59,29 +70,30 @@ class MirrorConsistentModel(keras.Model):
                 f"of shape (batch, height, width, channels); got {x.shape}."
             )
         # 2. Forward under the tape: the compiled loss (with any add_loss terms of
-        # this pass), then a second pass on left-right mirrored images.
+        # this pass), then a second pass on left-right mirrored images, compared
+        # in float32 and weighted per sample like the compiled loss; the
+        # optimizer scales the total (mixed_float16: by the loss scale).
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             loss = self.compute_loss(
                 x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
             )
             y_mirror = self(ops.flip(x, axis=2), training=True)
-            consistency = ops.mean(ops.square(y_pred - y_mirror))
+            consistency = consistency_loss(y_pred, y_mirror, sample_weight)
             loss = loss + self.weight * consistency
-        # 3. Gradients.
-        grads = tape.gradient(loss, self.trainable_weights)
-        # 4. Apply.
+            scaled_loss = self.optimizer.scale_loss(loss)
+        # 3. Gradients of the scaled loss.
+        grads = tape.gradient(scaled_loss, self.trainable_weights)
+        # 4. Apply; the optimizer unscales the gradients first.
         self.optimizer.apply(grads, self.trainable_weights)
-        # 5. Update metrics: the loss tracker gets the total, the others as usual.
-        for metric in self.metrics:
-            if metric.name == "loss":
-                metric.update_state(loss)
-            elif metric is self.consistency_tracker:
-                metric.update_state(consistency)
-            else:
-                metric.update_state(y, y_pred, sample_weight=sample_weight)
+        # 5. Update metrics: the loss tracker gets the total weighted by batch
+        # size, ours the extra term; compute_metrics() updates compile()'s.
+        batch_size = batch_size_of(x)
+        loss_tracker(self).update_state(loss, sample_weight=batch_size)
+        self.consistency_tracker.update_state(consistency, sample_weight=batch_size)
+        logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         # 6. Return.
-        return {m.name: m.result() for m in self.metrics}
+        return logs
 
     def get_config(self):
         return {**super().get_config(), "weight": self.weight}

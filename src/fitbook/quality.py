@@ -11,8 +11,12 @@ Three numbers, computed the same way for real images, generated images and noise
   classifier's penultimate-layer features of the images and of real test
   images (the idea of FID, with a Fashion-MNIST classifier instead of Inception).
 
-``python -m fitbook.quality`` trains the classifier and writes it, with a JSON
-of provenance, to ``artifacts/gan/``.
+The committed classifier and the committed GAN runs ship inside the package, in
+``ARTIFACTS`` (``src/fitbook/artifacts/gan/`` in a checkout), so a pip-installed
+fitbook scores images and loads the committed generator without a checkout:
+``load_classifier()`` and ``load_committed_generator()``. ``python -m
+fitbook.quality`` trains the classifier and writes it, with a JSON of provenance,
+to ``ARTIFACTS`` (or ``--out``).
 """
 
 import argparse
@@ -25,7 +29,9 @@ import keras
 import numpy as np
 from keras import layers
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "gan"
+# Package data (pyproject.toml, [tool.setuptools.package-data]): found next to
+# this module in a checkout and in an installed wheel alike.
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "gan"
 CLASSIFIER_PATH = ARTIFACTS / "classifier.keras"
 FEATURES_LAYER = "features"  # the penultimate layer whose outputs are compared
 N_CLASSES = 10
@@ -60,14 +66,53 @@ def train_classifier(x, y, epochs=2, batch_size=128, verbose=2):
     return model
 
 
-def load_classifier(path=CLASSIFIER_PATH):
-    """Load the committed classifier; say how to make it if it is missing."""
-    if not Path(path).is_file():
+def committed_artifact(*parts):
+    """Path of a file shipped in ``ARTIFACTS``, e.g. ``("long", "generator.keras")``.
+
+    Chapter "A GAN". A missing file means an install without fitbook's package
+    data; the error names the file and how to get it back.
+    """
+    path = ARTIFACTS.joinpath(*parts)
+    if not path.is_file():
         raise FileNotFoundError(
-            f"No classifier at {path}. Train and save one with "
-            "`python -m fitbook.quality` (about a minute on a CPU)."
+            f"fitbook's committed artifact {'/'.join(parts)} is missing: expected "
+            f"at {path}. This install lacks the package data of fitbook "
+            "(pyproject.toml, [tool.setuptools.package-data]); reinstall fitbook "
+            "from a checkout or a wheel that contains src/fitbook/artifacts/gan/."
+        )
+    return path
+
+
+def load_classifier(path=None):
+    """Load the classifier (default: the committed one shipped in the package).
+
+    Chapter "A GAN". Says how to make one if the file is missing.
+    """
+    committed = path is None
+    path = CLASSIFIER_PATH if committed else Path(path)
+    if not path.is_file():
+        train = f"train and save one with `python -m fitbook.quality --out {path}`"
+        fix = (
+            f"This install lacks fitbook's package data: reinstall fitbook, or {train}"
+            if committed
+            else train.capitalize()
+        )
+        raise FileNotFoundError(
+            f"No classifier at {path}. {fix} (about a minute on a CPU)."
         )
     return keras.saving.load_model(path)
+
+
+def load_committed_generator():
+    """The committed GAN generator and its provenance (chapter "A GAN").
+
+    Returns ``(generator, provenance)``: the Keras model saved at the end of the
+    committed long run (fixed recipe) and the dict of its ``provenance.json``
+    (command, steps, seed, final scores...).
+    """
+    generator_path = committed_artifact("long", "generator.keras")
+    provenance = json.loads(committed_artifact("long", "provenance.json").read_text())
+    return keras.saving.load_model(generator_path), provenance
 
 
 def classifier_outputs(classifier, images, batch_size=500):

@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
+from fitbook.train_step import batch_size_of, loss_tracker
+
 
 def unpack_batch(data):
     """Split a batch into checked ``x, y, sample_weight`` (chapter "Sample weights")."""
@@ -32,14 +34,11 @@ def unpack_batch(data):
             "y to fit() or evaluate(), or make the dataset yield (x, y) or "
             "(x, y, sample_weight)."
         )
-    if len(tf.nest.flatten(y)) > 1:  # their loss trackers would need other updates
-        raise ValueError(
-            "The weighted steps handle single-output models; got "
-            f"{len(tf.nest.flatten(y))} targets per batch. Use keras.Model's own "
-            "train_step and test_step for a model with several outputs."
+    if sample_weight is not None:  # one array, or one per output of the model
+        first_y = tf.nest.flatten(y)[0]
+        sample_weight = tf.nest.map_structure(
+            lambda weights: check_sample_weight(weights, first_y), sample_weight
         )
-    if sample_weight is not None:
-        sample_weight = check_sample_weight(sample_weight, y)
     return x, y, sample_weight
 
 
@@ -81,30 +80,30 @@ class WeightedTrainStepModel(keras.Model):
     def train_step(self, data):
         # Unpack: (x, y) or (x, y, sample_weight); class_weight arrives here too.
         x, y, sample_weight = unpack_batch(data)
-        # Forward pass under the tape; the weights scale each sample's loss.
+        # Forward pass under the tape; the weights scale each sample's loss, and
+        # the optimizer scales the loss (mixed_float16: by the loss scale).
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             loss = self.compute_loss(
                 x=x, y=y, y_pred=y_pred, sample_weight=sample_weight
             )
-        # Gradients of the weighted loss.
-        gradients = tape.gradient(loss, self.trainable_variables)
-        # Apply them.
+            scaled_loss = self.optimizer.scale_loss(loss)
+        # Gradients of the weighted, scaled loss.
+        gradients = tape.gradient(scaled_loss, self.trainable_variables)
+        # Apply them; the optimizer unscales them first.
         self.optimizer.apply(gradients, self.trainable_variables)
         # Update metrics with the same weights.
-        self.update_weighted_metrics(loss, y, y_pred, sample_weight)
+        logs = self.update_weighted_metrics(loss, x, y, y_pred, sample_weight)
         # Return the running values that fit() logs.
-        return {m.name: m.result() for m in self.metrics}
+        return logs
 
-    def update_weighted_metrics(self, loss, y, y_pred, sample_weight):
-        """Update ``self.metrics`` as built-in steps do (chapter "Sample weights")."""
-        batch_size = tf.shape(y)[0]
-        for metric in self.metrics:
-            if metric.name == "loss":
-                # The loss tracker averages batch losses weighted by batch size.
-                metric.update_state(loss, sample_weight=batch_size)
-            else:
-                metric.update_state(y, y_pred, sample_weight=sample_weight)
+    def update_weighted_metrics(self, loss, x, y, y_pred, sample_weight):
+        """Update ``self.metrics`` as built-in steps do and return their results
+        (chapter "Sample weights")."""
+        # The loss tracker averages batch losses weighted by batch size.
+        loss_tracker(self).update_state(loss, sample_weight=batch_size_of(x))
+        # compile()'s metrics: weighted_metrics= get the weights, metrics= not.
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
 def make_classifier(model_class=keras.Model, num_classes=10, weights=None):

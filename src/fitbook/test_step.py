@@ -28,9 +28,9 @@ class WeightedTestStepModel(WeightedTrainStepModel):
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
         )
         # Update metrics with the same weights as in training.
-        self.update_weighted_metrics(loss, y, y_pred, sample_weight)
+        logs = self.update_weighted_metrics(loss, x, y, y_pred, sample_weight)
         # Return the running values, which evaluate() reports after the last batch.
-        return {m.name: m.result() for m in self.metrics}
+        return logs
 
 
 class ClassPredictingModel(WeightedTestStepModel):

@@ -12,6 +12,7 @@ import tensorflow as tf
 from keras import ops
 
 from fitbook.data import CLASS_NAMES
+from fitbook.gan import unpack_images
 
 LATENT_DIM = 2  # two dimensions, so the latent space can be drawn as a plane
 
@@ -29,6 +30,7 @@ class Sampling(keras.layers.Layer):
     def call(self, inputs):
         z_mean, z_log_var = inputs
         eps = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+        eps = ops.cast(eps, z_mean.dtype)  # float16 under mixed precision
         return z_mean + ops.exp(0.5 * z_log_var) * eps
 
     def get_config(self):
@@ -63,12 +65,14 @@ def build_decoder(latent_dim=LATENT_DIM):
 
 def kl_divergence(z_mean, z_log_var):
     """KL(N(z_mean, exp(z_log_var)) || N(0, 1)) per example (chapter "A VAE")."""
+    z_mean, z_log_var = ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")
     terms = 1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var)
     return -0.5 * ops.sum(terms, axis=-1)
 
 
 def reconstruction_loss(x, x_pred):
     """Binary cross-entropy summed over pixels, per example (chapter "A VAE")."""
+    x, x_pred = ops.cast(x, "float32"), ops.cast(x_pred, "float32")  # 784-term sums
     bce = keras.losses.binary_crossentropy(x[..., None], x_pred[..., None])
     return ops.sum(bce, axis=(1, 2, 3))
 
@@ -99,7 +103,7 @@ class VAE(keras.Model):
 
     def train_step(self, data):
         # 1. Unpack: the images are the targets too, labels (if any) are ignored.
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x = unpack_images(data, self)  # sample weights: a clear error
         # 2. Forward under the tape: the loss needs z_mean and z_log_var.
         with tf.GradientTape() as tape:
             z_mean, z_log_var, z = self.encoder(x, training=True)
@@ -107,14 +111,18 @@ class VAE(keras.Model):
             reconstruction = ops.mean(reconstruction_loss(x, x_pred))
             kl = ops.mean(kl_divergence(z_mean, z_log_var))
             loss = reconstruction + kl
+            scaled_loss = self.optimizer.scale_loss(loss)  # as fit()'s own step
         # 3. Gradients.
-        grads = tape.gradient(loss, self.trainable_weights)
-        # 4. Apply.
+        grads = tape.gradient(scaled_loss, self.trainable_weights)
+        # 4. Apply: a LossScaleOptimizer divides the gradients by the scale first.
         self.optimizer.apply(grads, self.trainable_weights)
-        # 5. Update metrics.
-        self.loss_tracker.update_state(loss)
-        self.reconstruction_tracker.update_state(reconstruction)
-        self.kl_tracker.update_state(kl)
+        # 5. Update metrics, weighted by batch size.
+        batch_size = ops.shape(x)[0]
+        self.loss_tracker.update_state(loss, sample_weight=batch_size)
+        self.reconstruction_tracker.update_state(
+            reconstruction, sample_weight=batch_size
+        )
+        self.kl_tracker.update_state(kl, sample_weight=batch_size)
         # 6. Return.
         return {m.name: m.result() for m in self.metrics}
 

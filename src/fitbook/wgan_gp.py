@@ -18,7 +18,14 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from fitbook.gan import build_generator, discriminator_trunk, smooth
+from fitbook.gan import (
+    build_generator,
+    discriminator_trunk,
+    ready_optimizer,
+    smooth,
+    unpack_images,
+    with_loss_scaling,
+)
 
 METRIC_NAMES = ("critic_loss", "generator_loss", "gradient_penalty", "wasserstein")
 
@@ -56,6 +63,7 @@ def interpolate(x_real, x_fake, eps):
             f"{tuple(eps.shape)}."
         )
     eps = ops.cast(eps, x_real.dtype)
+    x_fake = ops.cast(x_fake, x_real.dtype)  # float16 from a mixed-precision generator
     eps = ops.reshape(eps, (-1,) + (1,) * (len(x_real.shape) - 1))  # broadcastable
     return eps * x_real + (1.0 - eps) * x_fake
 
@@ -75,12 +83,14 @@ def gradient_penalty(critic, x_real, x_fake, eps):
 
 def critic_loss(real_scores, fake_scores):
     """Mean fake minus mean real score, minus the W-1 estimate (chapter "WGAN-GP")."""
-    return ops.mean(fake_scores) - ops.mean(real_scores)
+    real = ops.mean(ops.cast(real_scores, "float32"))  # float32 under mixed precision
+    fake = ops.mean(ops.cast(fake_scores, "float32"))
+    return fake - real
 
 
 def generator_loss(fake_scores):
     """Minus the mean critic score of generated images (chapter "WGAN-GP")."""
-    return -ops.mean(fake_scores)
+    return -ops.mean(ops.cast(fake_scores, "float32"))  # float32 under mixed precision
 
 
 def split_batch(x, parts):
@@ -152,13 +162,19 @@ class WGANGP(keras.Model):
         gp_weight=10.0,
         jit_compile=True,
     ):
-        """Two optimizers, critic updates per generator update, penalty weight."""
+        """Two optimizers, critic updates per generator update, penalty weight.
+
+        ``self.optimizer`` stays ``None``: the two optimizers are
+        ``critic_optimizer`` and ``generator_optimizer``.
+        """
         check_optimizers(critic_optimizer, generator_optimizer)
         self.critic_steps = check_critic_steps(critic_steps)
         self.gp_weight = check_gp_weight(gp_weight)
-        super().compile(jit_compile=jit_compile)
-        self.critic_optimizer = critic_optimizer
-        self.generator_optimizer = generator_optimizer
+        super().compile(optimizer=None, jit_compile=jit_compile)
+        # Under mixed_float16, wrapped in a LossScaleOptimizer as compile() does.
+        policy = self.dtype_policy
+        self.critic_optimizer = with_loss_scaling(critic_optimizer, policy)
+        self.generator_optimizer = with_loss_scaling(generator_optimizer, policy)
 
     @property
     def metrics(self):
@@ -192,7 +208,9 @@ class WGANGP(keras.Model):
             wasserstein = -critic_loss(real_scores, fake_scores)
             penalty = gradient_penalty(self.critic, x_real, x_fake, eps)  # inner tape
             loss = -wasserstein + self.gp_weight * penalty
-        grads = tape.gradient(loss, self.critic.trainable_weights)  # double backprop
+            scaled_loss = self.critic_optimizer.scale_loss(loss)  # mixed_float16
+        # Double backprop: the loss holds the inner tape's gradient.
+        grads = tape.gradient(scaled_loss, self.critic.trainable_weights)
         self.critic_optimizer.apply(grads, self.critic.trainable_weights)
         return loss, penalty, wasserstein
 
@@ -202,25 +220,30 @@ class WGANGP(keras.Model):
         with tf.GradientTape() as tape:
             fake_scores = self.critic(self.generator(z, training=True), training=False)
             loss = generator_loss(fake_scores)
-        grads = tape.gradient(loss, self.generator.trainable_weights)
+            scaled_loss = self.generator_optimizer.scale_loss(loss)  # mixed_float16
+        grads = tape.gradient(scaled_loss, self.generator.trainable_weights)
         self.generator_optimizer.apply(grads, self.generator.trainable_weights)
         return loss
 
     def train_step(self, data):
         """``critic_steps`` critic updates, then one generator update, on a batch."""
-        # Unpack: labels and sample weights, if the data has them, are ignored.
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        # Unpack: labels, if the data has them, are ignored.
+        x = unpack_images(data, self)  # sample weights: a clear error
         x_parts = split_batch(self.check_batch(x), self.critic_steps)
+        n = ops.shape(x_parts[0])[0]  # images per update: the weight of its values
+        # Optimizers built before scale_loss, and loss-scaled if float16.
+        ready_optimizer(self.critic_optimizer, self.critic)
+        ready_optimizer(self.generator_optimizer, self.generator, self.critic)
         # Critic: forward under the tape, gradients, apply; critic_steps times.
         for i in range(self.critic_steps):  # a Python int: the loop is unrolled
             c_loss, penalty, wasserstein = self.critic_step(x_parts[i])
-            self.trackers["critic_loss"].update_state(c_loss)
-            self.trackers["gradient_penalty"].update_state(penalty)
-            self.trackers["wasserstein"].update_state(wasserstein)
+            self.trackers["critic_loss"].update_state(c_loss, sample_weight=n)
+            self.trackers["gradient_penalty"].update_state(penalty, sample_weight=n)
+            self.trackers["wasserstein"].update_state(wasserstein, sample_weight=n)
         # Generator: one update, on as many samples as a critic batch holds.
-        g_loss = self.generator_step(ops.shape(x_parts[0])[0])
+        g_loss = self.generator_step(n)
         # Update metrics and return their values.
-        self.trackers["generator_loss"].update_state(g_loss)
+        self.trackers["generator_loss"].update_state(g_loss, sample_weight=n)
         return {m.name: m.result() for m in self.metrics}
 
 

@@ -119,3 +119,85 @@ def test_server_points_mathjax_at_the_local_copy(site):
         assert script.status == 200 and b"MathJax" in script.read()
     finally:
         server.shutdown()
+
+
+def block(kind, over, longest=100, holds=89):
+    """A code block as LAYOUT_JS reports it."""
+    return {
+        "kind": kind,
+        "over": over,
+        "holds": holds,
+        "longest": longest,
+        "longer": int(longest > holds),
+        "where": "#s",
+        "line": "x = 1",
+    }
+
+
+def layout(blocks=(), page=375, window=375, tables=()):
+    """A page's layout at one width as LAYOUT_JS reports it."""
+    return {
+        "blocks": list(blocks),
+        "tables": list(tables),
+        "page": page,
+        "window": window,
+        "culprits": ["div.wide #s (600px)"],
+    }
+
+
+def test_layout_problems_are_wide_blocks_on_a_laptop_and_a_wide_page_on_a_phone():
+    laptop, phone = browser_check.LAPTOP_WIDTH, browser_check.PHONE_WIDTH
+    wide_blocks = [block("listing", True), block("output", True)]
+    problems = browser_check.layout_problems(
+        {
+            # A page wider than a laptop's window is not this check's business.
+            laptop: layout([*wide_blocks, block("listing", False)], page=1400),
+            # On a phone, code may scroll inside its box; the page may not.
+            phone: layout(wide_blocks, page=600),
+        }
+    )
+    assert len(problems) == 3, problems
+    assert problems[0].startswith(f"listing wider than its box at {laptop}px")
+    assert "100 characters, the box holds 89" in problems[0]
+    assert problems[1].startswith(f"output wider than its box at {laptop}px")
+    assert f"scrolls sideways at {phone}px" in problems[2]
+    assert "div.wide" in problems[2]
+    assert browser_check.layout_problems({phone: layout(wide_blocks)}) == []
+
+
+def test_layout_table_counts_blocks_tables_and_wide_pages_per_width():
+    layouts = {
+        "a": {
+            1280: layout(
+                [block("listing", True), block("output", False)],
+                tables=[{"over": True, "where": ""}],
+            ),
+            390: layout([block("listing", True)], page=500),
+        },
+        "b": {1280: layout([block("listing", False)]), 390: layout()},
+    }
+    lines = browser_check.layout_table(layouts)
+    assert lines[2] == "| 1280 px | 1 of 3 | 1 of 2 | 0 of 1 | 1 | 1 of 1 | 0 of 2 |"
+    assert lines[3] == "| 390 px | 1 of 1 | 1 of 1 | 0 of 0 | 0 | 0 of 0 | 1 of 2 |"
+
+
+def test_self_check_pngs_have_the_pixels_asked_for(tmp_path):
+    from PIL import Image
+
+    def pixel(x, y):
+        return b"\0\0\0\xff" if x == y else b"\xff\xff\xff\0"
+
+    path = tmp_path / "cross.png"
+    path.write_bytes(browser_check.png(3, 2, pixel))
+    image = Image.open(path)
+    assert image.mode == "RGBA" and image.size == (3, 2)
+    assert image.getpixel((1, 1)) == (0, 0, 0, 255)
+    assert image.getpixel((2, 1)) == (255, 255, 255, 0)
+
+
+def test_wrapped_outputs_names_the_page_and_the_line():
+    blocks = [block("output", False), block("listing", True)]
+    layouts = {"book/a": {1280: layout(blocks)}}
+    assert browser_check.wrapped_outputs(layouts) == [
+        "book/a#s: 1 line(s) of up to 100 characters in a box of 89: 'x = 1'"
+    ]
