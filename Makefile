@@ -41,9 +41,9 @@ $(CHAPTER_CONFIG): $(CACHED_CONFIG)
 	sed 's/suppress_warnings: \[\]/suppress_warnings: [ref.doc, bibtex.key_not_found]/' \
 	  $(CACHED_CONFIG) > $@
 
-## test: run the test suite
+## test: run the test suite (two processes: most tests keep one core busy)
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 setup: $(INSTALLED) data
 
