@@ -108,21 +108,20 @@ class ApplyLeftoverGradients(keras.callbacks.Callback):
         self.leftovers.append(self.model.apply_leftover())
 
 
-def make_optimizer(name, accumulation_steps=None):
-    """SGD(0.1) or Adam(0.001), with Keras' accumulation option if asked (chapter
-    "Gradient accumulation")."""
-    if name == "sgd":
-        return keras.optimizers.SGD(
-            0.1, gradient_accumulation_steps=accumulation_steps
-        )
-    if name == "adam":
-        return keras.optimizers.Adam(
-            0.001, gradient_accumulation_steps=accumulation_steps
-        )
-    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}.")
+def make_optimizer(name, accumulation_steps=None, learning_rate=None):
+    """SGD (rate 0.1) or Adam (rate 0.001), with Keras' accumulation option if
+    asked (chapter "Gradient accumulation"); ``learning_rate`` may be a schedule."""
+    if name not in ("sgd", "adam"):
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}.")
+    optimizer_class = keras.optimizers.SGD if name == "sgd" else keras.optimizers.Adam
+    if learning_rate is None:
+        learning_rate = 0.1 if name == "sgd" else 0.001
+    return optimizer_class(
+        learning_rate, gradient_accumulation_steps=accumulation_steps
+    )
 
 
-def make_model(kind, optimizer, accumulation_steps=None, seed=0):
+def make_model(kind, optimizer, accumulation_steps=None, seed=0, learning_rate=None):
     """A compiled classifier, the same initial weights for every ``kind`` (chapter
     "Gradient accumulation").
 
@@ -135,14 +134,16 @@ def make_model(kind, optimizer, accumulation_steps=None, seed=0):
         )
         model = build_classifier(model_class, hidden=32, seed=seed)
         model.compile(
-            make_optimizer(optimizer), "sparse_categorical_crossentropy",
+            make_optimizer(optimizer, None, learning_rate),
+            "sparse_categorical_crossentropy",
             jit_compile=False,  # tiny runs: compiling would cost more than it saves
         )
     elif kind in ("big", "keras"):
         steps = accumulation_steps if kind == "keras" else None
         model = build_classifier(keras.Model, hidden=32, seed=seed)
         model.compile(
-            make_optimizer(optimizer, steps), "sparse_categorical_crossentropy",
+            make_optimizer(optimizer, steps, learning_rate),
+            "sparse_categorical_crossentropy",
             jit_compile=False,
         )
     else:
