@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fitbook import resuming as r
-from fitbook.gan import build_gan, image_dataset, make_checkpoint
+from fitbook.gan import build_gan, make_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +89,7 @@ def gan_images():
 
 
 def train_gan(gan, start, steps):
-    gan.run_eagerly = True  # a few steps: tracing would cost more than they do
-    dataset = image_dataset(gan_images(), 4, seed=0, repeat=True, start=start)
-    gan.fit(dataset, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0)
-    return gan
+    return r.train_gan(gan, gan_images(), start, steps)
 
 
 def test_plain_gan_cannot_be_saved_as_keras(tmp_path):
@@ -126,5 +123,15 @@ def test_gan_checkpoint_continues_exactly(tmp_path):
     expected = r.gan_state(train_gan(gan, 1, 1))
     fresh = build_gan(seed=1, jit_compile=False)
     assert make_checkpoint(fresh, tmp_path).restore_latest() == 1
+    same = r.same_state(expected, r.gan_state(train_gan(fresh, 1, 1)))
+    assert all(same.values()), same
+
+
+def test_tf_checkpoint_of_a_gan_continues_exactly(tmp_path):
+    gan = train_gan(build_gan(jit_compile=False), 0, 1)
+    path = r.tf_checkpoint(gan).save(tmp_path / "ckpt")
+    expected = r.gan_state(train_gan(gan, 1, 1))
+    fresh = build_gan(seed=1, jit_compile=False)
+    r.tf_checkpoint(fresh).restore(path).assert_consumed()
     same = r.same_state(expected, r.gan_state(train_gan(fresh, 1, 1)))
     assert all(same.values()), same

@@ -32,6 +32,7 @@ from fitbook.gan import (
     build_discriminator,
     build_generator,
     build_optimizer_state,
+    image_dataset,
     make_optimizers,
 )
 from fitbook.train_step import CustomTrainStepModel
@@ -283,6 +284,29 @@ def build_savable_gan(gan_class=SavableGAN, seed=0):
     gan.compile(d_optimizer, g_optimizer, loss_fn, jit_compile=False)
     gan(np.zeros((1, gan.latent_dim), "float32"))  # built: save() needs it
     return gan
+
+
+def train_gan(gan, images, start, steps, batch_size=4):
+    """``steps`` steps of ``fit()`` from batch ``start`` of a run's batch sequence
+    (chapter "Saving and resuming fit()"). Eagerly: for a few steps, tracing the
+    step would cost more than running it."""
+    gan.run_eagerly = True
+    dataset = image_dataset(images, batch_size, seed=0, repeat=True, start=start)
+    gan.fit(dataset, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0)
+    return gan
+
+
+def tf_checkpoint(gan):
+    """A ``tf.train.Checkpoint`` of everything a GAN's training depends on
+    (chapter "Saving and resuming fit()")."""
+    build_optimizer_state(gan)  # the slots exist before a restore fills them
+    return tf.train.Checkpoint(
+        generator=gan.generator,
+        discriminator=gan.discriminator,
+        d_optimizer=gan.d_optimizer,
+        g_optimizer=gan.g_optimizer,
+        noise_state=gan.seed_generator.state,
+    )
 
 
 def gan_state(gan):
