@@ -283,6 +283,7 @@ def build_savable_gan(gan_class=SavableGAN, seed=0):
     loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
     gan.compile(d_optimizer, g_optimizer, loss_fn, jit_compile=False)
     gan(np.zeros((1, gan.latent_dim), "float32"))  # built: save() needs it
+    build_optimizer_state(gan)  # the optimizers' variables exist to be saved
     return gan
 
 
