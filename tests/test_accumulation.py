@@ -1,5 +1,6 @@
 """Tests for fitbook.accumulation: k micro-batches accumulated = one big batch."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -69,3 +70,27 @@ def test_accumulation_steps_must_be_a_positive_int():
     for bad in (0, -1, 2.0, True):
         with pytest.raises(ValueError, match="accumulation_steps"):
             acc.make_model("ours", "sgd", bad)
+
+
+def test_keras_option_leaves_a_short_last_group_pending(data):
+    x, y = data
+    x, y = x[: MICRO * (K - 1)], y[: MICRO * (K - 1)]
+    model = acc.make_model("keras", "sgd", K)
+    start = [v.numpy() for v in model.trainable_variables]
+    acc.train(model, x, y, MICRO)
+    assert acc.max_difference(start, model.trainable_variables) == 0.0
+    pending = model.optimizer._accumulated_gradients
+    assert max(float(np.abs(g.numpy()).max()) for g in pending) > 0.0
+
+
+def test_keras_option_schedules_per_micro_batch_ours_per_update(data):
+    x, y = data  # 2 K micro-batches of 8: two groups
+    halving = keras.optimizers.schedules.ExponentialDecay(0.1, 1, 0.5)
+    rates = {}
+    for kind in ("keras", "ours"):
+        model = acc.make_model(kind, "sgd", K, learning_rate=halving)
+        acc.train(model, x[: 2 * K * 8], y[: 2 * K * 8], 8)
+        assert int(model.optimizer.iterations) == 2
+        rates[kind] = float(model.optimizer.learning_rate)
+    assert rates["ours"] == pytest.approx(0.1 * 0.5**2)
+    assert rates["keras"] == pytest.approx(0.1 * 0.5 ** (2 * K))
