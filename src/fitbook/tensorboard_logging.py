@@ -82,7 +82,8 @@ def tile(images, columns):
     (1, rows * height, columns * width, channels)."""
     n, height, width, channels = images.shape
     rows = n // columns
-    grid = ops.reshape(images[: rows * columns], (rows, columns, height, width, channels))
+    shape = (rows, columns, height, width, channels)
+    grid = ops.reshape(images[: rows * columns], shape)
     grid = ops.transpose(grid, (0, 2, 1, 3, 4))  # rows, height, columns, width
     return ops.reshape(grid, (1, rows * height, columns * width, channels))
 
@@ -109,10 +110,12 @@ class SummaryGAN(GAN):
     writes to the caller's default writer at the caller's default step.
     """
 
-    def __init__(self, generator, discriminator, z_grid, writer=None, **kwargs):
+    def __init__(
+        self, generator, discriminator, z_grid, writer=None, grid_every=5, **kwargs
+    ):
         super().__init__(generator, discriminator, **kwargs)
         self.z_grid = z_grid  # fixed noise: the grids show the same images grow
-        self.writer = writer
+        self.writer, self.grid_every = writer, grid_every
 
     def train_step(self, data):
         """``GAN.train_step``, then summaries of the step."""
@@ -124,12 +127,13 @@ class SummaryGAN(GAN):
         batch_size = ops.shape(x)[0]
         self.d_loss_tracker.update_state(d_loss, sample_weight=batch_size)
         self.g_loss_tracker.update_state(g_loss, sample_weight=batch_size)
-        # Log: the step number is a variable, read when the step runs.
-        if self.writer is None:
-            log_gan(self, d_loss, g_loss)  # the default step: see the chapter
+        # Log: at the optimizer's step with our writer; else the caller's default.
+        if self.writer is None:  # the caller's writer and default step: a pitfall
+            log_gan(self, d_loss, g_loss, grid_every=self.grid_every)
         else:
             with self.writer.as_default():
-                log_gan(self, d_loss, g_loss, step=self.d_optimizer.iterations)
+                step = self.d_optimizer.iterations  # 1 after the first update
+                log_gan(self, d_loss, g_loss, step, self.grid_every)
         # Return the running means.
         return {m.name: m.result() for m in self.metrics}
 
@@ -138,15 +142,16 @@ class SummaryGanTrainer(GanTrainer):
     """The from-scratch GAN loop's trainer, writing the same summaries as
     ``SummaryGAN`` (chapter "TensorBoard from custom steps and loops")."""
 
-    def __init__(self, *args, z_grid, writer, **kwargs):
-        self.z_grid, self.writer = z_grid, writer
+    def __init__(self, *args, z_grid, writer, grid_every=5, **kwargs):
+        self.z_grid, self.writer, self.grid_every = z_grid, writer, grid_every
         super().__init__(*args, **kwargs)
 
     def step(self, x):
         """One GAN step, then its summaries, numbered by the optimizer's step."""
         d_loss, g_loss = gan_step(self, x)
         with self.writer.as_default():
-            log_gan(self, d_loss, g_loss, step=self.d_optimizer.iterations)
+            step = self.d_optimizer.iterations  # checkpointed: resumes continue it
+            log_gan(self, d_loss, g_loss, step, self.grid_every)
         return d_loss, g_loss
 
 
@@ -184,12 +189,13 @@ def steps_of(events, tag):
     return [step for step, _ in events.get(tag, [])]
 
 
-def plot_scalars(events, tags, title):
-    """Figure of the scalar ``tags`` against their logged steps, as TensorBoard's
-    Scalars tab would draw them."""
+def plot_scalars(events, tags, title, ax=None):
+    """Plot the scalar ``tags`` against their logged steps, as TensorBoard's
+    Scalars tab would draw them; return the figure."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.2))
     for tag in tags:
         steps, values = zip(*events[tag])
         ax.plot(steps, values, marker=".", label=tag)
@@ -197,8 +203,7 @@ def plot_scalars(events, tags, title):
     ax.set_ylabel("loss")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    return fig
+    return ax.figure
 
 
 def tensorboard_callback(log_dir, **kwargs):
