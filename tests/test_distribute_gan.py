@@ -109,6 +109,11 @@ def test_step_noise_shapes():
 
 def test_first_line():
     assert dg.first_line(ValueError("\nbad thing\nmore")) == "ValueError: bad thing"
+    message = "Graph execution error:\n\n2 root error(s) found.\n"
+    message += "  (0) INVALID_ARGUMENT:  No value for 'a/b' here\n"
+    message += "  (1) INVALID_ARGUMENT: other"
+    error = tf.errors.InvalidArgumentError(None, None, message)
+    assert dg.first_line(error) == "InvalidArgumentError: No value for (...) here"
 
 
 def test_fit_with_noise_in_the_batch_matches_one_device(replicated):
@@ -131,4 +136,6 @@ def test_noise_drawn_in_the_step_is_the_same_on_every_replica(replicated):
 def test_unbuilt_gan_fails_under_fit_and_building_first_works(replicated):
     errors = replicated["errors"]
     assert errors["()"].startswith("ValueError: Exception encountered when calling")
-    assert errors["('model',)"].startswith("InvalidArgumentError")
+    assert errors["('model',)"].startswith(
+        "InvalidArgumentError: You must feed a value for placeholder tensor"
+    )

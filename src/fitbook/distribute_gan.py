@@ -9,6 +9,8 @@ outside the step, and travels with the images: the strategy splits it among the
 replicas exactly as it splits the images.
 """
 
+import re
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -128,8 +130,8 @@ def loop_gan_under(strategy, dataset, seed=0):
         # Each replica's loss is its share of the global mean: add them.
         return [strategy.reduce("SUM", loss, axis=None) for loss in per_replica]
 
-    losses = [train_step(batch) for batch in strategy.experimental_distribute_dataset(
-        dataset)]
+    batches = strategy.experimental_distribute_dataset(dataset)  # split per replica
+    losses = [train_step(batch) for batch in batches]
     return trainer, [[float(loss) for loss in pair] for pair in losses]
 
 
@@ -160,7 +162,12 @@ def replica_noise(strategy, seed=0, batch_size=2):
 
 
 def first_line(error):
-    """``Type: first line`` of an exception's message ("Scaling out")."""
+    """``Type: first line`` of an exception's message ("Scaling out"); for a
+    TensorFlow runtime error, the first root error, without tensor names."""
     lines = [line for line in str(error).splitlines() if line.strip()]
+    if isinstance(error, tf.errors.OpError):  # "Graph execution error:" first
+        roots = [re.sub(r"^\s*\(0\) \w+:\s*", "", line) for line in lines
+                 if re.match(r"^\s*\(0\) \w+:", line)]
+        lines = [re.sub(r"'[^']*'", "(...)", line) for line in roots] or lines
     message = lines[0] if lines else ""
     return f"{type(error).__name__}: {message}"
