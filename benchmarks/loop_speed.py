@@ -11,7 +11,7 @@ import functools
 
 import fitbook  # noqa: F401  (quiet TensorFlow import first)
 from fitbook.data import load_fashion_mnist
-from fitbook.loop import build_classifier, measure_throughput
+from fitbook.loops import build_classifier, measure_throughput
 from fitbook.reproducibility import set_seed
 
 

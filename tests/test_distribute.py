@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fitbook import multiworker
+from fitbook import distribute_multiworker as multiworker
 from fitbook.distribute import (
     DistributedTrainer,
     MirroredTrainStepModel,
@@ -46,7 +46,7 @@ REPLICATED = textwrap.dedent(
     import tensorflow as tf
 
     from fitbook import distribute as d
-    from fitbook.loop import build_classifier as build_penalised
+    from fitbook.loops import build_classifier as build_penalised
     from fitbook.train_step import CustomTrainStepModel
 
     rng = np.random.default_rng(0)

@@ -27,8 +27,8 @@ import tensorflow as tf
 
 from fitbook.fit_internals import build_classifier
 from fitbook.gan import FIXED_RECIPE, build_gan, image_dataset
-from fitbook.loop import Trainer, trainer_run
-from fitbook.loop import build_classifier as build_loop_classifier
+from fitbook.loops import Trainer, trainer_run
+from fitbook.loops import build_classifier as build_loop_classifier
 from fitbook.timing import check_count, dataset_run, fit_run, time_steps
 from fitbook.train_step import CustomTrainStepModel
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fitbook.loop import (
+from fitbook.loops import (
     MODES,
     ActivityPenalty,
     LearningRateRecorder,

@@ -3,7 +3,7 @@
 import keras
 import pytest
 
-from fitbook.flops import (
+from fitbook.performance_flops import (
     conv2d_macs,
     conv2d_transpose_macs,
     dense_macs,

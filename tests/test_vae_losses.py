@@ -1,10 +1,10 @@
-"""Tests for fitbook.losses (chapter "A VAE", losses beyond (y_true, y_pred))."""
+"""Tests for fitbook.vae_losses (chapter "A VAE", losses beyond (y_true, y_pred))."""
 
 import keras
 import numpy as np
 import pytest
 
-from fitbook.losses import (
+from fitbook.vae_losses import (
     ActivityPenalty,
     ExpectedCost,
     MirrorConsistentModel,

@@ -1,7 +1,7 @@
 """Two workers on localhost with MultiWorkerMirroredStrategy (chapter "Scaling out
 with tf.distribute").
 
-``python -m fitbook.multiworker`` picks free ports, starts two worker processes,
+``python -m fitbook.distribute_multiworker`` picks free ports, starts two worker processes,
 each with its own ``TF_CONFIG``, lets them train the chapter's classifier together
 with the from-scratch loop of :mod:`fitbook.distribute`, and checks that both end
 with the same weights as one process training on the same global batches.
@@ -122,7 +122,7 @@ def start_workers(trainer, result_dir, workers, global_batch_size, epochs, examp
     for index in range(workers):
         env = dict(os.environ, TF_CONFIG=json.dumps(tf_config(ports, index)))
         command = [
-            sys.executable, "-m", "fitbook.multiworker", "--worker",
+            sys.executable, "-m", "fitbook.distribute_multiworker", "--worker",
             "--trainer", trainer, "--result-dir", str(result_dir),
             "--global-batch-size", str(global_batch_size),
             "--epochs", str(epochs), "--examples", str(examples),
@@ -211,7 +211,7 @@ def load_weights(path):
 
 
 def report(summary):
-    """The lines ``python -m fitbook.multiworker`` prints (chapter "Scaling out")."""
+    """The lines ``python -m fitbook.distribute_multiworker`` prints (chapter "Scaling out")."""
     lines = []
     for result in summary["workers"]:
         role = "chief" if result["index"] == 0 else "worker"
@@ -234,7 +234,7 @@ def report(summary):
 
 def main(argv=None):
     """Command line: launch the workers, print the report (chapter "Scaling out")."""
-    parser = argparse.ArgumentParser(prog="python -m fitbook.multiworker")
+    parser = argparse.ArgumentParser(prog="python -m fitbook.distribute_multiworker")
     parser.add_argument("--trainer", choices=TRAINERS, default="loop")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--global-batch-size", type=int, default=64)
