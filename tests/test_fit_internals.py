@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fitbook.batches import describe_batch
 from fitbook.fit_internals import (
     EVENT_ROWS,
     InstrumentedModel,
     build_classifier,
     count_events,
-    describe_batch,
     fit_throughput,
     plot_timeline,
     record_fit,

@@ -8,6 +8,7 @@ from keras.src.trainers.data_adapters.data_adapter_utils import (
     class_weight_to_sample_weights as keras_class_weight_to_sample_weights,
 )
 
+from fitbook import batches
 from fitbook import sample_weights as sw
 from fitbook.reproducibility import set_seed
 
@@ -163,17 +164,17 @@ def test_sample_weight_of_wrong_length_fails_at_run_time(data):
 
 def test_check_sample_weight_with_known_shapes():
     y = tf.zeros(4)
-    assert sw.check_sample_weight(np.ones(4), y).shape == (4,)
+    assert batches.check_sample_weight(np.ones(4), y).shape == (4,)
     with pytest.raises(ValueError, match="3 weights for a batch of 4 targets"):
-        sw.check_sample_weight(np.ones(3), y)
+        batches.check_sample_weight(np.ones(3), y)
     with pytest.raises(ValueError, match=r"shape \(4, 1\); expected shape"):
-        sw.check_sample_weight(np.ones((4, 1)), y)
+        batches.check_sample_weight(np.ones((4, 1)), y)
 
 
 def test_check_sample_weight_of_unknown_rank_fails_at_run_time():
     # After several traces, tf.function may relax shapes to an unknown rank.
     check = tf.function(
-        sw.check_sample_weight,
+        batches.check_sample_weight,
         input_signature=[tf.TensorSpec(None), tf.TensorSpec(None)],
     )
     np.testing.assert_array_equal(check(tf.ones(3), tf.zeros(3)), np.ones(3))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fitbook.batches import batch_size_of, unpack_x_y
 from fitbook.fit_internals import build_classifier
 from fitbook.train_step import (
     CustomTrainStepModel,
@@ -17,10 +18,8 @@ from fitbook.train_step import (
     OwnLossModel,
     UnlistedTrackerModel,
     UnscaledLossModel,
-    batch_size_of,
     build_two_output_model,
     loss_tracker,
-    unpack_x_y,
     update_norm,
 )
 

@@ -28,6 +28,8 @@ DATA_DIR_ENV = "FITBOOK_DATA_DIR"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 KERAS_SUBDIR = Path("datasets") / "fashion-mnist"  # where Keras caches the files
 
+IMAGE_SHAPE = (28, 28, 1)  # one Fashion-MNIST image: 28x28 pixels, one channel
+
 CLASS_NAMES = (
     "T-shirt/top",
     "Trouser",

@@ -19,10 +19,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fitbook.batches import batch_size_of, unpack_x_y
 from fitbook.fit_internals import build_classifier
 from fitbook.sample_weights import largest_difference
 from fitbook.timing import time_runs
-from fitbook.train_step import batch_size_of, loss_tracker, unpack_x_y
+from fitbook.train_step import loss_tracker
 
 
 def split_cpu(n):

@@ -12,6 +12,7 @@ import keras
 import matplotlib.pyplot as plt
 import tensorflow as tf
 
+from fitbook.batches import describe_batch, unpack_x
 from fitbook.timing import check_count, fit_run, time_runs
 
 # Rows of the timeline figure, top to bottom, in the order fit() first meets them.
@@ -52,19 +53,6 @@ def build_classifier(model_class=keras.Model, hidden=64, seed=0):
     return model_class(inputs, outputs(hidden_layer(keras.layers.Flatten()(inputs))))
 
 
-def describe_batch(data):
-    """Describe a batch's structure, e.g. ``"(float32 (None, 4), int64 (None,))"``.
-
-    Used by ``InstrumentedModel`` to show what ``train_step`` receives (chapter
-    "What fit() does").
-    """
-    if isinstance(data, (tuple, list)):
-        return "(" + ", ".join(describe_batch(item) for item in data) + ")"
-    if data is None:
-        return "None"
-    return f"{data.dtype.name} {tuple(data.shape)}"
-
-
 class InstrumentedModel(keras.Model):
     """Logs its steps and metric resets to ``self.events`` (chapter "What fit() does").
 
@@ -84,7 +72,7 @@ class InstrumentedModel(keras.Model):
     def record_call(self, name, data):
         """Log a trace of step ``name`` now and, from the graph, every call."""
         self.record(f"trace {name}", describe_batch(data))  # Python: tracing only
-        x = keras.utils.unpack_x_y_sample_weight(data)[0]
+        x = unpack_x(data)
         batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
         tf.py_function(lambda n: self.record(name, int(n)), [batch_size], [])
 

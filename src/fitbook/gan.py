@@ -19,6 +19,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from fitbook.batches import check_images, unpack_images
+
 LATENT_DIM = 128  # length of the generator's noise vector
 IMAGE_SHAPE = (28, 28, 1)  # Fashion-MNIST: 28x28 pixels, one channel, in [0, 1]
 
@@ -120,30 +122,6 @@ def make_optimizers(recipe, dtype_policy=None):
         for name in ("d_optimizer", "g_optimizer")
     )
     return tuple(with_loss_scaling(opt, dtype_policy) for opt in optimizers)
-
-
-def check_images(x):
-    """Return ``x`` as float32 after checking it is a batch of 28x28x1 images."""
-    if tuple(x.shape[1:]) != IMAGE_SHAPE:
-        raise ValueError(
-            f"The GAN expects images of shape (batch, 28, 28, 1), got "
-            f"{tuple(x.shape)}. Add the channel axis with x[..., None] or "
-            "reshape to (-1, 28, 28, 1)."
-        )
-    return ops.cast(x, "float32")
-
-
-def unpack_images(data, model):
-    """The images of a batch ``x`` or ``(x, y)``; a clear error for sample weights,
-    which these models cannot honour (chapters "A GAN", "A VAE", "WGAN-GP")."""
-    x, _, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    if sample_weight is not None:
-        raise ValueError(
-            f"{type(model).__name__} got sample weights, which its losses cannot "
-            "honour. Pass images x, or (x, labels), with no sample_weight= or "
-            "class_weight= to fit() or evaluate()."
-        )
-    return x
 
 
 def latent_dim(generator):
@@ -406,7 +384,6 @@ def plot_losses(steps, d_loss, g_loss, window=50, title="GAN losses"):
     ax.legend()
     fig.tight_layout()
     return fig
-
 
 
 RECIPES = {"seed": SEED_RECIPE, "fixed": FIXED_RECIPE}

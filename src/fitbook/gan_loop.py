@@ -10,6 +10,7 @@ import itertools
 import keras
 import tensorflow as tf
 
+from fitbook.batches import unpack_x
 from fitbook.gan import SEED_RECIPE, gan_step, make_checkpoint
 
 
@@ -60,7 +61,7 @@ def train_gan_loop(trainer, dataset, steps, checkpoint_dir, save_every=100, verb
     history = {"step": [], "d_loss": [], "g_loss": []}
     batches = skip_batches(dataset, start)  # the data position of the checkpoint
     for step, data in zip(range(start + 1, steps + 1), batches):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x = unpack_x(data)
         d_loss, g_loss = (float(loss) for loss in trainer.train_step(x))
         for name, value in zip(history, (step, d_loss, g_loss)):
             history[name].append(value)

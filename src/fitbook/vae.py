@@ -12,7 +12,7 @@ import tensorflow as tf
 from keras import ops
 
 from fitbook.data import CLASS_NAMES
-from fitbook.gan import unpack_images
+from fitbook.batches import unpack_images
 
 LATENT_DIM = 2  # two dimensions, so the latent space can be drawn as a plane
 

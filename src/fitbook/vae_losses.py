@@ -15,7 +15,8 @@ import tensorflow as tf
 from keras import ops
 
 from fitbook.loops import ActivityPenalty  # noqa: F401  (re-exported: way 2)
-from fitbook.train_step import batch_size_of, loss_tracker
+from fitbook.batches import batch_size_of, unpack_batch
+from fitbook.train_step import loss_tracker
 
 
 @keras.saving.register_keras_serializable(package="fitbook")
@@ -63,7 +64,7 @@ class MirrorConsistentModel(keras.Model):
 
     def train_step(self, data):
         # 1. Unpack.
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = unpack_batch(data)
         if len(x.shape) != 4:
             raise ValueError(
                 "MirrorConsistentModel mirrors images left to right and needs x "

@@ -18,12 +18,12 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from fitbook.batches import unpack_images
 from fitbook.gan import (
     build_generator,
     discriminator_trunk,
     ready_optimizer,
     smooth,
-    unpack_images,
     with_loss_scaling,
 )
 
