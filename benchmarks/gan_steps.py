@@ -13,7 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from fitbook.data import load_fashion_mnist
-from fitbook.gan import SEED_RECIPE, build_discriminator, build_gan, build_generator
+from fitbook.gan import SEED_RECIPE, build_gan
+from fitbook.models import build_discriminator, build_generator
 from fitbook.reproducibility import set_seed
 from fitbook.timing import dataset_run, time_runs
 

@@ -11,7 +11,8 @@ import functools
 
 import fitbook  # noqa: F401  (quiet TensorFlow import first)
 from fitbook.data import load_fashion_mnist
-from fitbook.loops import build_classifier, measure_throughput
+from fitbook.loops import measure_throughput
+from fitbook.models import classifier
 from fitbook.reproducibility import set_seed
 
 
@@ -25,7 +26,7 @@ def main(argv=None):
     set_seed(0)
     (x, y), _ = load_fashion_mnist()
     x, y = x[: args.samples], y[: args.samples]
-    build = functools.partial(build_classifier, hidden=256)
+    build = functools.partial(classifier, hidden=256, dropout=0.2, seed=0)
     rates = {}
     for mode in ("eager", "function", "jit", "fit"):
         rates[mode] = measure_throughput(

@@ -21,7 +21,8 @@ import argparse
 import fitbook  # noqa: F401  (quiet TensorFlow import first)
 from fitbook.data import load_fashion_mnist
 from fitbook.performance_flops import gan_step_flops
-from fitbook.gan import FIXED_RECIPE, build_discriminator, build_generator
+from fitbook.gan import FIXED_RECIPE
+from fitbook.models import build_discriminator, build_generator
 from fitbook.performance import (
     classifier_runs,
     dropout_runs,

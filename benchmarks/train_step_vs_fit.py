@@ -12,7 +12,8 @@ import argparse
 import fitbook  # noqa: F401  (quiet TensorFlow import first)
 import keras
 from fitbook.data import load_fashion_mnist
-from fitbook.fit_internals import build_classifier, fit_throughput
+from fitbook.fit_internals import fit_throughput
+from fitbook.models import classifier, compile_classifier
 from fitbook.reproducibility import set_seed
 from fitbook.train_step import CustomTrainStepModel
 
@@ -29,11 +30,8 @@ def main(argv=None):
     x, y = x[: args.samples], y[: args.samples]
     models = {}
     for model_class in (keras.Model, CustomTrainStepModel):
-        model = build_classifier(model_class, hidden=128)
-        model.compile(
-            optimizer="adam", loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+        model = classifier(model_class, hidden=128, seed=0, probabilities=True)
+        compile_classifier(model)
         models[model_class.__name__] = model
     best = dict.fromkeys(models, 0.0)
     for _ in range(args.rounds):  # each round: one warm-up and 2 timed epochs each

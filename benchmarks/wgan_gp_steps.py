@@ -14,6 +14,7 @@ import fitbook  # noqa: F401  (quiet TensorFlow import)
 import numpy as np
 
 from fitbook import gan as G
+from fitbook.data import image_dataset
 from fitbook import wgan_gp as W
 from fitbook.data import load_fashion_mnist
 from fitbook.reproducibility import set_seed
@@ -34,11 +35,11 @@ def main():
     models = {
         "GAN": (
             G.build_gan(G.FIXED_RECIPE, jit_compile=args.jit),
-            G.image_dataset(x, args.batch_size, repeat=True),
+            image_dataset(x, args.batch_size, repeat=True),
         ),
         "WGAN-GP": (
             W.build_wgan_gp(critic_steps=args.critic_steps, jit_compile=args.jit),
-            G.image_dataset(x, args.critic_steps * args.batch_size, repeat=True),
+            image_dataset(x, args.critic_steps * args.batch_size, repeat=True),
         ),
     }
     runs = {

@@ -27,7 +27,7 @@ from fitbook.distribute import (
     max_weight_difference,
     split_cpu,
 )
-from fitbook.fit_internals import build_classifier
+from fitbook.models import classifier
 from fitbook.tf_noise import is_startup_noise
 
 ATOL = 1e-5  # replicas sum gradients in another order: float rounding only
@@ -46,7 +46,7 @@ REPLICATED = textwrap.dedent(
     import tensorflow as tf
 
     from fitbook import distribute as d
-    from fitbook.loops import build_classifier as build_penalised
+    from fitbook.models import classifier
     from fitbook.train_step import CustomTrainStepModel
 
     rng = np.random.default_rng(0)
@@ -80,7 +80,7 @@ REPLICATED = textwrap.dedent(
     # An add_loss() term, divided among the replicas like the data loss.
     logits = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     def penalised():
-        return build_penalised(hidden=16, dropout=0.0, penalty=0.1)
+        return classifier(hidden=16, dropout=0.0, penalty=0.1, seed=0)
     expected = penalised()
     expected.compile(optimizer=keras.optimizers.SGD(0.1), loss=logits)
     expected.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
@@ -229,7 +229,7 @@ def test_one_replica_loop_and_fit_match_keras_fit(data):
 
 def new_trainer(strategy, loss=None, model=None):
     with strategy.scope():
-        model = model or build_classifier(hidden=8)
+        model = model or classifier(keras.Model, hidden=8, seed=0, probabilities=True)
         optimizer = keras.optimizers.SGD(0.1)
     loss = loss or keras.losses.SparseCategoricalCrossentropy(reduction=None)
     return DistributedTrainer(strategy, model, optimizer, loss)
@@ -244,7 +244,7 @@ def test_trainer_rejects_a_reduced_loss():
 def test_trainer_rejects_a_model_built_outside_the_scope():
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     with pytest.raises(ValueError, match=r"inside `with strategy.scope\(\):`"):
-        new_trainer(strategy, model=build_classifier(hidden=8))
+        new_trainer(strategy, model=classifier(keras.Model, hidden=8, seed=0, probabilities=True))
 
 
 def test_trainer_rejects_a_model_without_weights():
@@ -275,7 +275,7 @@ def test_batched_keeps_order_and_shards_by_data(data):
 
 
 def test_max_weight_difference():
-    first, second = build_classifier(hidden=4), build_classifier(hidden=4)
+    first, second = classifier(keras.Model, hidden=4, seed=0, probabilities=True), classifier(keras.Model, hidden=4, seed=0, probabilities=True)
     assert max_weight_difference(first, second) == 0.0
     weights = second.get_weights()
     weights[1][2] += 0.25

@@ -15,7 +15,7 @@ from fitbook.performance_flops import (
     params_count,
     profiler_forward_flops,
 )
-from fitbook.gan import build_discriminator, build_generator
+from fitbook.models import build_discriminator, build_generator
 
 BATCH = 2  # the profiler counts a whole batch; the functions count one sample
 

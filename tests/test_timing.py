@@ -1,11 +1,12 @@
 """The timing helper every throughput number uses. No assertion here depends on
 how fast anything runs."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from fitbook.fit_internals import build_classifier
+from fitbook.models import classifier
 from fitbook.timing import (
     Measurement,
     dataset_run,
@@ -73,7 +74,7 @@ def test_time_runs_needs_runs():
 def test_fit_run_trains_one_epoch_per_call():
     x = np.random.default_rng(0).random((20, 28, 28, 1)).astype("float32")
     y = np.arange(20) % 10
-    model = build_classifier(hidden=8)
+    model = classifier(keras.Model, hidden=8, seed=0, probabilities=True)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     run = fit_run(model, x, y, batch_size=8)
     run()
@@ -84,7 +85,7 @@ def test_fit_run_trains_one_epoch_per_call():
 def test_dataset_run_trains_that_many_steps_per_call():
     x = np.random.default_rng(0).random((8, 28, 28, 1)).astype("float32")
     dataset = tf.data.Dataset.from_tensor_slices((x, np.arange(8) % 10))
-    model = build_classifier(hidden=8)
+    model = classifier(keras.Model, hidden=8, seed=0, probabilities=True)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     run = dataset_run(model, dataset.repeat().batch(4), steps=3)
     run()

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from fitbook.batches import batch_size_of, unpack_x_y
-from fitbook.fit_internals import build_classifier
+from fitbook.models import classifier
 from fitbook.train_step import (
     CustomTrainStepModel,
     LastBatchModel,
@@ -36,7 +36,7 @@ def data():
 
 def train(model_class, x, y, epochs=2, callbacks=(), **compile_options):
     """Fit a seed-0 classifier of ``model_class``; return it and its History."""
-    model = build_classifier(model_class, seed=0)
+    model = classifier(model_class, seed=0, probabilities=True)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), **compile_options)
     history = model.fit(
         x, y, batch_size=64, epochs=epochs, shuffle=False, verbose=0,
@@ -125,7 +125,7 @@ def test_unpack_x_y_says_what_a_batch_must_be(name):
 @pytest.mark.parametrize("model_class", [CustomTrainStepModel, OwnLossModel])
 def test_fit_with_bad_batches_raises_clear_errors(data, model_class):
     x, y = data
-    model = build_classifier(model_class)
+    model = classifier(model_class, seed=0, probabilities=True)
     options = COMPILED if model_class is CustomTrainStepModel else {}
     model.compile(optimizer="adam", **options)
     with pytest.raises(ValueError, match=r"must be \(x, y\); got 1 element"):
@@ -172,7 +172,7 @@ def test_metrics_loop_counts_per_output_losses_twice(two_outputs):
 
 
 def test_loss_tracker_needs_a_compiled_model():
-    model = build_classifier(CustomTrainStepModel)
+    model = classifier(CustomTrainStepModel, seed=0, probabilities=True)
     with pytest.raises(ValueError, match="no metric named 'loss'.*compile"):
         loss_tracker(model)
     model.compile(optimizer="sgd", loss="mse")

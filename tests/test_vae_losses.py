@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
+from fitbook.models import ActivityPenalty
 from fitbook.vae_losses import (
-    ActivityPenalty,
     ExpectedCost,
     MirrorConsistentModel,
     consistency_loss,

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 from keras import layers, ops
 
-from fitbook import gan as G
+from fitbook import models as M
+from fitbook.callbacks import LossHistory
 from fitbook import wgan_gp as W
 
 matplotlib.use("Agg")
@@ -253,13 +254,13 @@ def test_wrong_image_shape_gives_clear_error():
     ],
 )
 def test_compile_rejects_bad_settings(kwargs, match):
-    model = W.WGANGP(W.build_generator(latent_dim=4), W.build_critic())
+    model = W.WGANGP(M.build_generator(latent_dim=4), W.build_critic())
     with pytest.raises(ValueError, match=match):
         model.compile(*W.paper_optimizers(), **kwargs)
 
 
 def test_compile_rejects_bad_optimizers():
-    model = W.WGANGP(W.build_generator(latent_dim=4), W.build_critic())
+    model = W.WGANGP(M.build_generator(latent_dim=4), W.build_critic())
     opt = keras.optimizers.Adam()
     with pytest.raises(ValueError, match="same object"):
         model.compile(opt, opt)
@@ -269,13 +270,13 @@ def test_compile_rejects_bad_optimizers():
 
 def test_build_wgan_gp_uses_the_gan_generator_and_paper_settings():
     model = W.build_wgan_gp(critic_steps=3, gp_weight=5.0, jit_compile=False)
-    assert model.generator.count_params() == W.build_generator().count_params()
+    assert model.generator.count_params() == M.build_generator().count_params()
     assert (model.critic_steps, model.gp_weight) == (3, 5.0)
     assert model.critic_optimizer.beta_2 == 0.9
 
 
 def test_plot_wgan_losses_labels_both_panels():
-    history = G.LossHistory(W.METRIC_NAMES)
+    history = LossHistory(W.METRIC_NAMES)
     history.steps = list(range(1, 21))
     history.values = {name: list(np.linspace(0, 1, 20)) for name in W.METRIC_NAMES}
     fig = W.plot_wgan_losses(history, gp_weight=10.0, window=5)

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 DATA_DIR_ENV = "FITBOOK_DATA_DIR"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -231,6 +232,36 @@ def main(argv=None):
         return 1
     print(f"Fashion-MNIST: {directory} (all four files verified)")
     return 0
+
+
+
+def image_dataset(x, batch_size, seed=0, repeat=False, start=0):
+    """Shuffled batches of images (no labels), from batch ``start`` on.
+
+    Batch ``b`` is a pure function of ``(seed, b)``: it belongs to epoch ``b //
+    (len(x) // batch_size)``, a permutation of ``x`` drawn from ``(seed, epoch)``
+    alone (without the last partial batch), so a run resumed at step ``start``
+    sees exactly the batches an uninterrupted run would (chapters "A GAN",
+    "WGAN-GP").
+    """
+    n = len(x)
+    per_epoch = n // batch_size
+    if per_epoch < 1 or start < 0:
+        raise ValueError(
+            f"need 0 <= start and batch_size <= len(x), got start={start}, "
+            f"batch_size={batch_size} for {n} images."
+        )
+    images = tf.convert_to_tensor(x)
+
+    def batch(b):  # b: the batch's index counted from the first epoch's first
+        epoch, first = b // per_epoch, (b % per_epoch) * batch_size
+        positions = first + tf.range(batch_size, dtype="int64")
+        key = tf.stack([tf.constant(seed, "int64"), epoch])  # one permutation each
+        order = tf.random.experimental.index_shuffle(positions, key, n - 1)
+        return tf.gather(images, order)
+
+    stop = np.iinfo("int64").max if repeat else per_epoch
+    return tf.data.Dataset.range(start, stop).map(batch).prefetch(tf.data.AUTOTUNE)
 
 
 if __name__ == "__main__":

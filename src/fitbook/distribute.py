@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from fitbook.batches import batch_size_of, unpack_x_y
-from fitbook.fit_internals import build_classifier
+from fitbook.models import classifier
 from fitbook.sample_weights import largest_difference
 from fitbook.timing import time_runs
 from fitbook.train_step import loss_tracker
@@ -94,7 +94,7 @@ def fit_under(strategy, model_class, x, y, batch_size, epochs=1, learning_rate=0
     strategies can be compared weight for weight.
     """
     with strategy.scope():  # variables and optimizer slots become mirrored
-        model = build_classifier(model_class, hidden=32)
+        model = classifier(model_class, hidden=32, seed=0, probabilities=True)
         model.compile(
             optimizer=keras.optimizers.SGD(learning_rate),
             loss="sparse_categorical_crossentropy",
@@ -223,7 +223,7 @@ def loop_under(
     """Train a classifier with ``trainer_class`` under ``strategy``; return the model
     and its epoch losses (chapter "Scaling out with tf.distribute")."""
     with strategy.scope():
-        model = build_classifier(keras.Model, hidden=32)
+        model = classifier(keras.Model, hidden=32, seed=0, probabilities=True)
         optimizer = keras.optimizers.SGD(learning_rate)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction=None)
     trainer = trainer_class(strategy, model, optimizer, loss_fn)

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import tensorflow as tf
 
 from fitbook.batches import describe_batch, unpack_x
+from fitbook.models import classifier
 from fitbook.timing import check_count, fit_run, time_runs
 
 # Rows of the timeline figure, top to bottom, in the order fit() first meets them.
@@ -33,24 +34,6 @@ EVENT_ROWS = (
     "on_epoch_end",
     "on_train_end",
 )
-
-
-def build_classifier(model_class=keras.Model, hidden=64, seed=0):
-    """A small uncompiled Fashion-MNIST MLP of class ``model_class`` (chapter "What
-    fit() does").
-
-    The same ``seed`` gives the same initial weights, without touching the global
-    seed, so two models of different classes can start alike.
-    """
-    init = keras.initializers.GlorotUniform
-    inputs = keras.Input(shape=(28, 28, 1))
-    hidden_layer = keras.layers.Dense(
-        hidden, activation="relu", kernel_initializer=init(seed)
-    )
-    outputs = keras.layers.Dense(
-        10, activation="softmax", kernel_initializer=init(seed + 1)
-    )
-    return model_class(inputs, outputs(hidden_layer(keras.layers.Flatten()(inputs))))
 
 
 class InstrumentedModel(keras.Model):
@@ -141,7 +124,7 @@ def record_fit(x, y=None, steps_per_execution=1, **fit_options):
     ``fit_options`` go to ``fit()`` unchanged (``batch_size``, ``epochs``,
     ``validation_data``, ``sample_weight``, ...); progress output is off.
     """
-    model = build_classifier(InstrumentedModel)
+    model = classifier(InstrumentedModel, seed=0, probabilities=True)
     model.compile(
         optimizer="adam",
         loss="sparse_categorical_crossentropy",

@@ -44,7 +44,7 @@ def train_gan_loop(trainer, dataset, steps, checkpoint_dir, save_every=100, verb
     """Train ``trainer`` to ``steps`` steps, resuming from its latest checkpoint.
 
     ``dataset`` yields image batches (or ``(images, labels)``) in the same order
-    every time it is iterated, e.g. ``gan.image_dataset(x, 64, seed, repeat=True)``
+    every time it is iterated, e.g. ``data.image_dataset(x, 64, seed, repeat=True)``
     or an unshuffled ``tf.data`` pipeline. A resumed run skips the batches before
     its checkpoint, so it sees what an uninterrupted run would: with the weights,
     optimizers and random state of the checkpoint, it ends bit for bit the same.

@@ -47,56 +47,6 @@ def minimal_fit(model, optimizer, loss_fn, dataset, epochs):
     return mean_losses
 
 
-@keras.saving.register_keras_serializable(package="fitbook")
-class ActivityPenalty(keras.layers.Layer):
-    """Identity layer adding ``rate * mean(|x|)`` to model.losses ("Training loops")."""
-
-    def __init__(self, rate=1e-2, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0:
-            raise ValueError(f"rate must be a non-negative number, got {rate!r}.")
-        self.rate = float(rate)
-
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate}
-
-    def call(self, x):
-        x32 = keras.ops.cast(x, "float32")  # a float32 loss, even under mixed_*16
-        self.add_loss(self.rate * keras.ops.mean(keras.ops.abs(x32)))
-        return x
-
-
-def build_classifier(hidden=128, dropout=0.2, penalty=0.0, seed=0):
-    """A small Fashion-MNIST MLP for chapter "Training loops"; ``penalty`` > 0 adds
-    an ActivityPenalty layer.
-
-    The same ``seed`` gives the same initial weights and dropout masks, without
-    touching the global seed.
-    """
-    init = keras.initializers.GlorotUniform
-    layers = [keras.Input((28, 28, 1)), keras.layers.Flatten()]
-    layers.append(
-        keras.layers.Dense(hidden, activation="relu", kernel_initializer=init(seed))
-    )
-    if penalty:
-        layers.append(ActivityPenalty(penalty))
-    layers.append(keras.layers.Dropout(dropout, seed=seed))
-    layers.append(keras.layers.Dense(10, kernel_initializer=init(seed + 1)))
-    return keras.Sequential(layers, name="classifier")
-
-
-class LearningRateRecorder(keras.callbacks.Callback):
-    """Record the learning rate each batch is trained with ("Training loops")."""
-
-    def __init__(self, optimizer):
-        super().__init__()
-        self.optimizer = optimizer
-        self.learning_rates = []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.learning_rates.append(float(self.optimizer.learning_rate))
-
-
 def check_positive(name, value, allow_none=False):
     """Return ``value`` if it is a positive number ("Training loops" options)."""
     if value is None and allow_none:

@@ -25,10 +25,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fitbook.fit_internals import build_classifier
-from fitbook.gan import FIXED_RECIPE, build_gan, image_dataset
+from fitbook.data import image_dataset
+from fitbook.gan import FIXED_RECIPE, build_gan
 from fitbook.loops import Trainer, trainer_run
-from fitbook.loops import build_classifier as build_loop_classifier
+from fitbook.models import classifier, compile_classifier
 from fitbook.timing import check_count, dataset_run, fit_run, time_steps
 from fitbook.train_step import CustomTrainStepModel
 
@@ -56,16 +56,11 @@ def dtype_policy(name):
 # ---------------------------------------------------------------- contenders
 
 
-def compiled_classifier(model_class=keras.Model, hidden=128, **compile_options):
-    """The chapter's classifier, compiled with Adam and accuracy ("Performance")."""
-    model = build_classifier(model_class, hidden=hidden)
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        **compile_options,
-    )
-    return model
+def _compiled(hidden, model_class=keras.Model, **compile_options):
+    """The chapter's classifier (``models.classifier``, seed 0, softmax), compiled
+    by ``models.compile_classifier`` with ``compile_options`` ("Performance")."""
+    model = classifier(model_class, hidden=hidden, seed=0, probabilities=True)
+    return compile_classifier(model, **compile_options)
 
 
 def classifier_runs(x, y, batch_size, hidden=128):
@@ -75,24 +70,23 @@ def classifier_runs(x, y, batch_size, hidden=128):
     only the machinery around the step changes (chapter "Performance").
     """
     runs = {
-        "fit()": fit_run(compiled_classifier(hidden=hidden, jit_compile=False),
+        "fit()": fit_run(_compiled(hidden, jit_compile=False),
                          x, y, batch_size),
     }
     for k in (8, 32):
-        model = compiled_classifier(
-            hidden=hidden, jit_compile=False, steps_per_execution=k
-        )
+        model = _compiled(hidden, jit_compile=False, steps_per_execution=k)
         runs[f"fit(), steps_per_execution={k}"] = fit_run(model, x, y, batch_size)
-    model = compiled_classifier(hidden=hidden, jit_compile=True)
+    model = _compiled(hidden, jit_compile=True)
     runs["fit(), jit_compile=True"] = fit_run(model, x, y, batch_size)
-    model = compiled_classifier(CustomTrainStepModel, hidden, jit_compile=False)
+    model = _compiled(hidden, CustomTrainStepModel, jit_compile=False)
     runs["custom train_step, fit()"] = fit_run(model, x, y, batch_size)
     loss = keras.losses.SparseCategoricalCrossentropy()
     for mode, label in (("eager", "eager"), ("function", "tf.function"),
                         ("jit", "tf.function(jit_compile=True)")):
         accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         trainer = Trainer(
-            build_classifier(hidden=hidden), keras.optimizers.Adam(1e-3), loss,
+            classifier(keras.Model, hidden=hidden, seed=0, probabilities=True),
+            keras.optimizers.Adam(1e-3), loss,
             [accuracy], mode=mode,
         )
         runs[f"from-scratch loop, {label}"] = trainer_run(trainer, x, y, batch_size)
@@ -111,7 +105,7 @@ def dropout_runs(x, y, batch_size, rates=(0.0, 0.2), hidden=128):
     for rate in rates:
         for mode in ("function", "jit"):
             trainer = Trainer(
-                build_loop_classifier(hidden=hidden, dropout=rate),
+                classifier(hidden=hidden, dropout=rate, seed=0),
                 keras.optimizers.Adam(1e-3),
                 loss,
                 [keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
@@ -206,7 +200,7 @@ def pipeline_runs(png, labels, batch_size, steps, hidden=128):
         )
     runs = {}
     for name, options in PIPELINES.items():
-        model = compiled_classifier(hidden=hidden, jit_compile=False)
+        model = _compiled(hidden, jit_compile=False)
         dataset = image_pipeline(png, labels, batch_size, **options)
         runs[name] = dataset_run(model, dataset, steps)
     return runs

@@ -59,3 +59,29 @@ def plot_history(history, title="Training history"):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def smooth(values, window):
+    """Means of ``window`` consecutive values: a moving average (chapters "A GAN"
+    and "WGAN-GP")."""
+    values = np.asarray(values, dtype="float64")
+    if not 1 <= window <= len(values):
+        raise ValueError(f"window must be in 1..{len(values)}, got {window}.")
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def plot_losses(steps, d_loss, g_loss, window=50, title="GAN losses"):
+    """Figure of both losses against steps, averaged over ``window`` steps."""
+    if len(steps) < window:
+        raise ValueError(f"Need at least window={window} steps, got {len(steps)}.")
+    x = np.asarray(steps)[window - 1 :]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for name, values in (("discriminator", d_loss), ("generator", g_loss)):
+        ax.plot(x, smooth(values, window), label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"loss (mean of {window} steps)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -27,7 +27,10 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from keras import layers
+from keras import ops
+
+from fitbook.data import load_fashion_mnist
+from fitbook.models import LATENT_DIM, classifier, compile_classifier
 
 # Package data (pyproject.toml, [tool.setuptools.package-data]): found next to
 # this module in a checkout and in an installed wheel alike.
@@ -37,31 +40,10 @@ FEATURES_LAYER = "features"  # the penultimate layer whose outputs are compared
 N_CLASSES = 10
 
 
-def build_classifier():
-    """A small CNN for 28x28x1 images with a named penultimate ``features`` layer."""
-    return keras.Sequential(
-        [
-            keras.Input(shape=(28, 28, 1)),
-            layers.Conv2D(32, 3, activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Conv2D(64, 3, activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Flatten(),
-            layers.Dense(64, activation="relu", name=FEATURES_LAYER),
-            layers.Dense(N_CLASSES),
-        ],
-        name="classifier",
-    )
-
-
 def train_classifier(x, y, epochs=2, batch_size=128, verbose=2):
-    """Train ``build_classifier()`` on images ``x`` and integer labels ``y``."""
-    model = build_classifier()
-    model.compile(
-        optimizer="adam",
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    """Train the scoring classifier on images ``x`` and integer labels ``y``."""
+    model = classifier(conv=(32, 64), hidden=64, features=FEATURES_LAYER)
+    compile_classifier(model, logits=True)
     model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=verbose)
     return model
 
@@ -230,3 +212,28 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+def generate(generator, z, batch_size=250):
+    """Images from noise ``z`` as a NumPy array, a batch at a time (chapter "A GAN")."""
+    starts = range(0, len(z), batch_size)
+    return np.concatenate(
+        [ops.convert_to_numpy(generator(z[i : i + batch_size])) for i in starts]
+    )
+
+
+def make_scorer(n=1000, seed=0, real_images=None):
+    """Return generator -> quality scores of ``n`` images from fixed noise.
+
+    ``real_images`` are the Fréchet reference; default: Fashion-MNIST's test set.
+    """
+    classifier = load_classifier()
+    if real_images is None:
+        _, (real_images, _) = load_fashion_mnist()
+    reference = reference_stats(classifier, real_images)
+    z = keras.random.normal((n, LATENT_DIM), seed=seed)
+
+    def score(generator):
+        return quality_scores(classifier, generate(generator, z), reference)
+
+    return score

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from fitbook.batches import batch_size_of, unpack_batch
+from fitbook.models import classifier
 from fitbook.train_step import loss_tracker
 
 
@@ -58,11 +59,9 @@ def make_classifier(model_class=keras.Model, num_classes=10, weights=None):
     alike. Accuracy is reported twice: unweighted (``metrics=``) and weighted by
     the sample weights (``weighted_metrics=``).
     """
-    inputs = keras.Input(shape=(28, 28, 1))
-    hidden = keras.layers.Flatten()(inputs)
-    hidden = keras.layers.Dense(64, activation="relu")(hidden)
-    outputs = keras.layers.Dense(num_classes, activation="softmax")(hidden)
-    model = model_class(inputs, outputs)
+    model = classifier(
+        model_class, hidden=64, num_classes=num_classes, probabilities=True
+    )
     if weights is not None:
         model.set_weights(weights)
     model.compile(

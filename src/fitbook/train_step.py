@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from fitbook.batches import batch_size_of, unpack_x_y
-from fitbook.fit_internals import build_classifier
+from fitbook.models import classifier
 
 
 def loss_tracker(model):
@@ -216,7 +216,7 @@ def update_norm(model_class, x, y, dtype_policy="float32", learning_rate=0.1):
     before = keras.config.dtype_policy()
     keras.config.set_dtype_policy(dtype_policy)
     try:
-        model = build_classifier(model_class, seed=0)
+        model = classifier(model_class, seed=0, probabilities=True)
         model.compile(
             optimizer=keras.optimizers.SGD(learning_rate),
             loss="sparse_categorical_crossentropy",

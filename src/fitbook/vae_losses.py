@@ -2,7 +2,7 @@
 
 1. ``ExpectedCost``: a ``keras.losses.Loss`` subclass whose extra values are
    constructor parameters, saved by ``get_config``.
-2. ``ActivityPenalty`` (defined in :mod:`fitbook.loops`, re-exported here): a
+2. ``ActivityPenalty`` (in :mod:`fitbook.models`; the chapter on loops uses it first): a
    layer that calls ``add_loss`` with a value computed from its own inputs;
    ``fit()`` adds it to the compiled loss.
 3. ``MirrorConsistentModel``: a ``train_step`` override, for a loss that needs
@@ -14,7 +14,6 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from fitbook.loops import ActivityPenalty  # noqa: F401  (re-exported: way 2)
 from fitbook.batches import batch_size_of, unpack_batch
 from fitbook.train_step import loss_tracker
 

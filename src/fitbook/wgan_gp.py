@@ -19,13 +19,9 @@ import tensorflow as tf
 from keras import layers, ops
 
 from fitbook.batches import unpack_images
-from fitbook.gan import (
-    build_generator,
-    discriminator_trunk,
-    ready_optimizer,
-    smooth,
-    with_loss_scaling,
-)
+from fitbook.gan import ready_optimizer, with_loss_scaling
+from fitbook.models import build_generator, discriminator_trunk
+from fitbook.plots import smooth
 
 METRIC_NAMES = ("critic_loss", "generator_loss", "gradient_penalty", "wasserstein")
 
@@ -100,7 +96,7 @@ def split_batch(x, parts):
         raise ValueError(
             f"A batch of {n} images cannot be split into critic_steps={parts} equal "
             "critic batches. Use a batch size that is a multiple of critic_steps "
-            "and drop the last partial batch (fitbook.gan.image_dataset does)."
+            "and drop the last partial batch (fitbook.data.image_dataset does)."
         )
     return ops.split(x, parts, axis=0)
 
