@@ -7,11 +7,11 @@ most tutorials write it. Run: .venv/bin/python benchmarks/gan_steps.py
 
 import argparse
 
-import fitbook  # noqa: F401  (quiet TensorFlow import)
 import keras
 import numpy as np
 import tensorflow as tf
 
+import fitbook  # noqa: F401  (quiet TensorFlow import)
 from fitbook.data import load_fashion_mnist
 from fitbook.gan import SEED_RECIPE, build_gan
 from fitbook.models import build_discriminator, build_generator

@@ -20,13 +20,12 @@ import argparse
 
 import fitbook  # noqa: F401  (quiet TensorFlow import first)
 from fitbook.data import load_fashion_mnist
-from fitbook.performance_flops import gan_step_flops
 from fitbook.gan import FIXED_RECIPE
 from fitbook.models import build_discriminator, build_generator
 from fitbook.performance import (
     classifier_runs,
-    dropout_runs,
     describe_machine,
+    dropout_runs,
     encode_png,
     gan_runs,
     matmul_flops,
@@ -34,6 +33,7 @@ from fitbook.performance import (
     pipeline_runs,
     to_uint8,
 )
+from fitbook.performance_flops import gan_step_flops
 from fitbook.reproducibility import set_seed
 from fitbook.timing import time_runs
 

@@ -9,8 +9,9 @@ shared machine spreads over both; compare ratios from one run only.
 
 import argparse
 
-import fitbook  # noqa: F401  (quiet TensorFlow import first)
 import keras
+
+import fitbook  # noqa: F401  (quiet TensorFlow import first)
 from fitbook.data import load_fashion_mnist
 from fitbook.fit_internals import fit_throughput
 from fitbook.models import classifier, compile_classifier

@@ -9,8 +9,9 @@ machine and on what else runs on it; compare ratios from one run only.
 
 import argparse
 
-import fitbook  # noqa: F401  (quiet TensorFlow import first)
 import keras
+
+import fitbook  # noqa: F401  (quiet TensorFlow import first)
 from fitbook.data import load_fashion_mnist
 from fitbook.reproducibility import set_seed
 from fitbook.sample_weights import make_classifier

@@ -10,13 +10,12 @@ Run: .venv/bin/python benchmarks/wgan_gp_steps.py
 
 import argparse
 
-import fitbook  # noqa: F401  (quiet TensorFlow import)
 import numpy as np
 
+import fitbook  # noqa: F401  (quiet TensorFlow import)
 from fitbook import gan as G
-from fitbook.data import image_dataset
 from fitbook import wgan_gp as W
-from fitbook.data import load_fashion_mnist
+from fitbook.data import image_dataset, load_fashion_mnist
 from fitbook.reproducibility import set_seed
 from fitbook.timing import dataset_run, time_runs
 

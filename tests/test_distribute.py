@@ -115,6 +115,11 @@ class Background:
         return json.loads(stdout.splitlines()[-1]), stderr
 
 
+def mlp(hidden):
+    """The chapter's functional softmax MLP, seed 0."""
+    return classifier(keras.Model, hidden=hidden, seed=0, probabilities=True)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def replicated_run():
     """Start the two-replica script when the module starts: it runs meanwhile."""
@@ -229,7 +234,7 @@ def test_one_replica_loop_and_fit_match_keras_fit(data):
 
 def new_trainer(strategy, loss=None, model=None):
     with strategy.scope():
-        model = model or classifier(keras.Model, hidden=8, seed=0, probabilities=True)
+        model = model or mlp(hidden=8)
         optimizer = keras.optimizers.SGD(0.1)
     loss = loss or keras.losses.SparseCategoricalCrossentropy(reduction=None)
     return DistributedTrainer(strategy, model, optimizer, loss)
@@ -244,7 +249,7 @@ def test_trainer_rejects_a_reduced_loss():
 def test_trainer_rejects_a_model_built_outside_the_scope():
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     with pytest.raises(ValueError, match=r"inside `with strategy.scope\(\):`"):
-        new_trainer(strategy, model=classifier(keras.Model, hidden=8, seed=0, probabilities=True))
+        new_trainer(strategy, model=mlp(hidden=8))
 
 
 def test_trainer_rejects_a_model_without_weights():
@@ -275,7 +280,7 @@ def test_batched_keeps_order_and_shards_by_data(data):
 
 
 def test_max_weight_difference():
-    first, second = classifier(keras.Model, hidden=4, seed=0, probabilities=True), classifier(keras.Model, hidden=4, seed=0, probabilities=True)
+    first, second = mlp(hidden=4), mlp(hidden=4)
     assert max_weight_difference(first, second) == 0.0
     weights = second.get_weights()
     weights[1][2] += 0.25

@@ -6,7 +6,6 @@ import pytest
 import tensorflow as tf
 
 from fitbook.batches import describe_batch
-from fitbook.models import classifier
 from fitbook.fit_internals import (
     EVENT_ROWS,
     InstrumentedModel,
@@ -15,6 +14,7 @@ from fitbook.fit_internals import (
     plot_timeline,
     record_fit,
 )
+from fitbook.models import classifier
 
 
 @pytest.fixture(scope="module")

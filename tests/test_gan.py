@@ -12,15 +12,17 @@ import tensorflow as tf
 from fitbook import gan as G
 from fitbook import models as M
 from fitbook.callbacks import ImageGridCallback, LossHistory
+from fitbook.data import IMAGE_SHAPE
 from fitbook.plots import plot_losses, smooth
-from fitbook.quality import generate
-from fitbook.runs import read_run
 from fitbook.quality import (
+    generate,
     load_classifier,
     load_committed_generator,
     quality_scores,
     reference_stats,
 )
+from fitbook.runs import read_run
+from fitbook.tools import train_gan
 
 LOSS = keras.losses.BinaryCrossentropy(from_logits=True)
 
@@ -181,11 +183,11 @@ def test_command_line_trains_logs_and_resumes(tmp_path, fashion_mnist_dir, capsy
     argv = ["train", "--out", str(tmp_path), "--steps", "4", "--log-every", "2"]
     argv += ["--grid-every", "1", "--verbose", "0", "--no-jit"]
     argv += ["--score-images", "100"]
-    G.main(argv)
+    train_gan.main(argv)
     with pytest.raises(SystemExit) as refused:
-        G.main(argv)  # refuses to overwrite a run
+        train_gan.main(argv)  # refuses to overwrite a run
     assert refused.value.code == 2 and "--resume" in capsys.readouterr().err
-    G.main([*argv[:4], "6", *argv[5:], "--resume"])
+    train_gan.main([*argv[:4], "6", *argv[5:], "--resume"])
     assert "resumed from step 4" in capsys.readouterr().out
     run = read_run(tmp_path)
     np.testing.assert_array_equal(run["scores"]["step"], [2, 4, 6])
@@ -243,13 +245,13 @@ def tiny_networks():
         [
             keras.Input((8,)),
             keras.layers.Dense(28 * 28, activation="sigmoid"),
-            keras.layers.Reshape(G.IMAGE_SHAPE),
+            keras.layers.Reshape(IMAGE_SHAPE),
         ],
         name="generator",
     )
     discriminator = keras.Sequential(
         [
-            keras.Input(G.IMAGE_SHAPE),
+            keras.Input(IMAGE_SHAPE),
             keras.layers.Conv2D(4, 3, strides=4),
             keras.layers.Flatten(),
             keras.layers.Dense(1),

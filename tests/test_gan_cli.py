@@ -10,9 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from fitbook import gan as G
 from fitbook.data import image_dataset
 from fitbook.runs import SCORE_COLUMNS, read_run, truncate_run
+from fitbook.tools import train_gan
 
 # A tiny run: 64 training images in batches of 4, logs and checkpoints every 2
 # steps, scores on 16 images against 100 real ones, no XLA, no image grids.
@@ -101,7 +101,7 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(tmp_path, fashion_mnist
 def error_of(argv, capsys):
     """Run ``main(argv)``; return its stderr after checking it exited with 2."""
     with pytest.raises(SystemExit) as exit_info:
-        G.main(argv)
+        train_gan.main(argv)
     assert exit_info.value.code == 2
     return capsys.readouterr().err
 

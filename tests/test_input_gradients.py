@@ -8,7 +8,6 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from fitbook.models import classifier  # noqa: E402
 from fitbook.input_gradients import (  # noqa: E402
     finite_difference_gradient,
     input_gradient,
@@ -16,6 +15,7 @@ from fitbook.input_gradients import (  # noqa: E402
     plot_saliency,
     saliency_map,
 )
+from fitbook.models import classifier  # noqa: E402
 from fitbook.reproducibility import set_seed  # noqa: E402
 
 

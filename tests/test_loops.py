@@ -6,7 +6,6 @@ import pytest
 import tensorflow as tf
 
 from fitbook.callbacks import LearningRateRecorder
-from fitbook.models import ActivityPenalty, classifier
 from fitbook.loops import (
     MODES,
     Trainer,
@@ -16,6 +15,7 @@ from fitbook.loops import (
     minimal_train_step,
     update_norms,
 )
+from fitbook.models import ActivityPenalty, classifier
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")

@@ -3,6 +3,7 @@
 import keras
 import pytest
 
+from fitbook.models import build_discriminator, build_generator
 from fitbook.performance_flops import (
     conv2d_macs,
     conv2d_transpose_macs,
@@ -15,7 +16,6 @@ from fitbook.performance_flops import (
     params_count,
     profiler_forward_flops,
 )
-from fitbook.models import build_discriminator, build_generator
 
 BATCH = 2  # the profiler counts a whole batch; the functions count one sample
 

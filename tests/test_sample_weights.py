@@ -8,26 +8,18 @@ from keras.src.trainers.data_adapters.data_adapter_utils import (
     class_weight_to_sample_weights as keras_class_weight_to_sample_weights,
 )
 
+from conftest import WEIGHTED_BATCH_SIZE, WEIGHTED_N, weighted_classifier
 from fitbook import batches
 from fitbook import sample_weights as sw
 from fitbook.reproducibility import set_seed
 
-N, BATCH_SIZE = 50, 16  # 16 + 16 + 16 + 2: the last batch is partial
+N, BATCH_SIZE = WEIGHTED_N, WEIGHTED_BATCH_SIZE
+compiled = weighted_classifier
 
 
 @pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(0)
-    x = rng.random((N, 28, 28, 1), dtype=np.float32)
-    y = rng.integers(0, 3, N)
-    sample_weight = rng.random(N).astype("float32")
-    return x, y, sample_weight
-
-
-def compiled(model_class, weights=None):
-    """A compiled 3-class classifier, seeded, optionally starting from weights."""
-    set_seed(0)
-    return sw.make_classifier(model_class, num_classes=3, weights=weights)
+def data(weighted_data):
+    return weighted_data
 
 
 def fit_both(data, **fit_kwargs):

@@ -10,8 +10,8 @@ import tensorflow as tf
 from keras import layers, ops
 
 from fitbook import models as M
-from fitbook.callbacks import LossHistory
 from fitbook import wgan_gp as W
+from fitbook.callbacks import LossHistory
 
 matplotlib.use("Agg")
 

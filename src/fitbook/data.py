@@ -14,7 +14,6 @@ is the same wherever the files came from.
 Run ``python -m fitbook.data`` to see where the data is found (or why not).
 """
 
-import argparse
 import dataclasses
 import gzip
 import hashlib
@@ -22,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -103,8 +103,6 @@ def missing_files(directory):
 
 def download_fashion_mnist():
     """Let Keras download the files into its cache; return that directory."""
-    import keras
-
     keras.datasets.fashion_mnist.load_data()
     return keras_cache_dir()
 
@@ -203,36 +201,11 @@ def load_fashion_mnist(directory=None):
 
 def load_mnist():
     """Return MNIST digits in the same format, through Keras (needs a download)."""
-    import keras
-
     (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
     return (
         (to_images(x_train), y_train.astype("int64")),
         (to_images(x_test), y_test.astype("int64")),
     )
-
-
-def main(argv=None):
-    """Command line: print where Fashion-MNIST is, after checking every file."""
-    parser = argparse.ArgumentParser(
-        prog="python -m fitbook.data", description=main.__doc__
-    )
-    parser.add_argument(
-        "--no-download",
-        action="store_true",
-        help="fail instead of asking Keras to download the files",
-    )
-    args = parser.parse_args(argv)
-    try:
-        directory = locate_fashion_mnist(download=not args.no_download)
-        for spec in FASHION_MNIST_FILES:
-            read_idx_file(directory / spec.name, spec)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"Fashion-MNIST: {directory} (all four files verified)")
-    return 0
-
 
 
 def image_dataset(x, batch_size, seed=0, repeat=False, start=0):
@@ -264,5 +237,7 @@ def image_dataset(x, batch_size, seed=0, repeat=False, start=0):
     return tf.data.Dataset.range(start, stop).map(batch).prefetch(tf.data.AUTOTUNE)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # `python -m fitbook.data` (chapter "Setup")
+    from fitbook.tools.check_data import main
+
     sys.exit(main())

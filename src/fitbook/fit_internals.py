@@ -13,8 +13,9 @@ import matplotlib.pyplot as plt
 import tensorflow as tf
 
 from fitbook.batches import describe_batch, unpack_x
+from fitbook.checks import positive_int
 from fitbook.models import classifier
-from fitbook.timing import check_count, fit_run, time_runs
+from fitbook.timing import fit_run, time_runs
 
 # Rows of the timeline figure, top to bottom, in the order fit() first meets them.
 EVENT_ROWS = (
@@ -178,7 +179,7 @@ def fit_throughput(model, x, y, batch_size, repeats=3):
     """
     if not model.compiled:
         raise ValueError("fit_throughput needs a compiled model; call compile() first.")
-    check_count("repeats", repeats)
+    positive_int("repeats", repeats)
     steps = math.ceil(len(x) / batch_size)
     run = fit_run(model, x, y, batch_size)
     return time_runs({"fit": run}, steps, rounds=repeats)["fit"].steps_per_second

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from fitbook.checkpoints import TrainingCheckpoint
+from fitbook.checks import positive_number
 from fitbook.timing import fit_run, time_runs
 
 MODES = ("eager", "function", "jit")  # how Trainer runs its steps
@@ -45,16 +46,6 @@ def minimal_fit(model, optimizer, loss_fn, dataset, epochs):
         mean_losses.append(float(np.mean(losses)))
         print(f"epoch {epoch + 1}/{epochs}: mean loss {mean_losses[-1]:.4f}")
     return mean_losses
-
-
-def check_positive(name, value, allow_none=False):
-    """Return ``value`` if it is a positive number ("Training loops" options)."""
-    if value is None and allow_none:
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        hint = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be a positive number{hint}, got {value!r}.")
-    return value
 
 
 class Trainer:
@@ -98,8 +89,8 @@ class Trainer:
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.metrics = [self.loss_tracker, *metrics]
         self.mode, self.input_signature = mode, input_signature
-        self.clipnorm = check_positive("clipnorm", clipnorm, allow_none=True)
-        self.global_clipnorm = check_positive(
+        self.clipnorm = positive_number("clipnorm", clipnorm, allow_none=True)
+        self.global_clipnorm = positive_number(
             "global_clipnorm", global_clipnorm, allow_none=True
         )
         self.nan_guard = nan_guard
@@ -331,7 +322,7 @@ class Trainer:
             if every is not None:
                 raise ValueError("checkpoint_every needs a checkpoint_dir.")
             return None
-        every = check_positive("checkpoint_every", every or steps_per_epoch)
+        every = positive_number("checkpoint_every", every or steps_per_epoch)
         checkpoint = self.checkpoint(directory)
         checkpoint.restore_latest()  # nothing happens when the directory is new
 

@@ -25,11 +25,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fitbook.checks import positive_int
 from fitbook.data import image_dataset
 from fitbook.gan import FIXED_RECIPE, build_gan
 from fitbook.loops import Trainer, trainer_run
 from fitbook.models import classifier, compile_classifier
-from fitbook.timing import check_count, dataset_run, fit_run, time_steps
+from fitbook.timing import dataset_run, fit_run, time_steps
 from fitbook.train_step import CustomTrainStepModel
 
 CPUINFO = Path("/proc/cpuinfo")
@@ -168,7 +169,7 @@ def image_pipeline(png, labels, batch_size, cache=False, prefetch=False, seed=0)
             f"png and labels must hold the same, non-zero number of examples; "
             f"got {len(png)} and {len(labels)}."
         )
-    check_count("batch_size", batch_size)
+    positive_int("batch_size", batch_size)
     ds = tf.data.Dataset.from_tensor_slices((png, labels)).map(decode)
     if cache:
         ds = ds.cache()  # in memory, filled by the first full pass
@@ -360,7 +361,7 @@ def matmul_flops(n=2048, dtype="float32", steps=3, rounds=3):
     The attainable peak: one big product keeps every core's vector units busy,
     with little else to do (chapter "Performance").
     """
-    check_count("n", n)
+    positive_int("n", n)
     a = tf.cast(tf.random.stateless_normal((n, n), seed=[0, 1]), dtype)
     b = tf.cast(tf.random.stateless_normal((n, n), seed=[0, 2]), dtype)
     measurement = time_steps(lambda: tf.matmul(a, b), steps, rounds, name=dtype)

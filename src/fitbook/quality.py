@@ -19,10 +19,7 @@ fitbook.quality`` trains the classifier and writes it, with a JSON of provenance
 to ``ARTIFACTS`` (or ``--out``).
 """
 
-import argparse
 import json
-import sys
-import time
 from pathlib import Path
 
 import keras
@@ -30,7 +27,7 @@ import numpy as np
 from keras import ops
 
 from fitbook.data import load_fashion_mnist
-from fitbook.models import LATENT_DIM, classifier, compile_classifier
+from fitbook.models import LATENT_DIM
 
 # Package data (pyproject.toml, [tool.setuptools.package-data]): found next to
 # this module in a checkout and in an installed wheel alike.
@@ -38,14 +35,6 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "gan"
 CLASSIFIER_PATH = ARTIFACTS / "classifier.keras"
 FEATURES_LAYER = "features"  # the penultimate layer whose outputs are compared
 N_CLASSES = 10
-
-
-def train_classifier(x, y, epochs=2, batch_size=128, verbose=2):
-    """Train the scoring classifier on images ``x`` and integer labels ``y``."""
-    model = classifier(conv=(32, 64), hidden=64, features=FEATURES_LAYER)
-    compile_classifier(model, logits=True)
-    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=verbose)
-    return model
 
 
 def committed_artifact(*parts):
@@ -178,41 +167,6 @@ def reference_stats(classifier, real_images):
     return gaussian_stats(classifier_outputs(classifier, real_images)[1])
 
 
-def main(argv=None):
-    """Train the classifier, report its test accuracy, save it with provenance."""
-    import fitbook  # noqa: F401  (quiet TensorFlow import)
-    from fitbook.data import FASHION_MNIST_FILES, load_fashion_mnist
-    from fitbook.reproducibility import set_seed
-
-    parser = argparse.ArgumentParser(prog="python -m fitbook.quality")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=CLASSIFIER_PATH)
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    set_seed(args.seed)
-    (x_train, y_train), (x_test, y_test) = load_fashion_mnist()
-    start = time.perf_counter()
-    model = train_classifier(x_train, y_train, epochs=args.epochs)
-    seconds = time.perf_counter() - start
-    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    model.save(args.out)
-    provenance = {
-        "command": "python -m fitbook.quality " + " ".join(argv),
-        "epochs": args.epochs,
-        "seed": args.seed,
-        "train_images_sha256": FASHION_MNIST_FILES[0].sha256,
-        "test_accuracy": float(accuracy),
-        "training_seconds": round(seconds, 1),
-    }
-    args.out.with_suffix(".json").write_text(json.dumps(provenance, indent=2) + "\n")
-    print(json.dumps(provenance, indent=2))
-
-
-if __name__ == "__main__":
-    main()
-
 
 def generate(generator, z, batch_size=250):
     """Images from noise ``z`` as a NumPy array, a batch at a time (chapter "A GAN")."""
@@ -237,3 +191,10 @@ def make_scorer(n=1000, seed=0, real_images=None):
         return quality_scores(classifier, generate(generator, z), reference)
 
     return score
+
+
+# Keeps `python -m fitbook.quality` (as classifier.json records it) working:
+if __name__ == "__main__":
+    from fitbook.tools.train_classifier import main
+
+    main()

@@ -13,6 +13,8 @@ import time
 
 import tensorflow as tf
 
+from fitbook.checks import positive_int
+
 
 @dataclasses.dataclass(frozen=True)
 class Measurement:
@@ -55,13 +57,6 @@ def finish(result):
     return result
 
 
-def check_count(name, value):
-    """Return ``value`` if it is a positive int, else raise a clear ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    return value
-
-
 def time_runs(runs, steps, rounds=3, warmup=1, batch_size=1):
     """Time each callable of ``runs`` (name -> run); return name -> Measurement.
 
@@ -71,9 +66,9 @@ def time_runs(runs, steps, rounds=3, warmup=1, batch_size=1):
     processes hits all of them alike. Whatever a run returns is read back
     (:func:`finish`) before the clock stops.
     """
-    check_count("steps", steps)
-    check_count("rounds", rounds)
-    check_count("batch_size", batch_size)
+    positive_int("steps", steps)
+    positive_int("rounds", rounds)
+    positive_int("batch_size", batch_size)
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be an int >= 0, got {warmup!r}.")
     if not runs:
@@ -96,7 +91,7 @@ def time_runs(runs, steps, rounds=3, warmup=1, batch_size=1):
 def time_steps(step, steps, rounds=3, warmup=1, name="step", batch_size=1):
     """Time a one-step callable ``step``: ``steps`` calls per round (after
     ``warmup`` untimed calls); return a Measurement (chapter "Performance")."""
-    check_count("steps", steps)
+    positive_int("steps", steps)
 
     def run():
         result = None
@@ -122,7 +117,7 @@ def fit_run(model, x, y, batch_size):
 def dataset_run(model, dataset, steps):
     """A run: ``steps`` ``fit()`` steps on batches of a (repeated) ``dataset``
     (chapters "WGAN-GP" and "Performance")."""
-    check_count("steps", steps)
+    positive_int("steps", steps)
     return functools.partial(
         model.fit, dataset, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0
     )

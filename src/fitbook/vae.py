@@ -11,8 +11,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from fitbook.data import CLASS_NAMES
 from fitbook.batches import unpack_images
+from fitbook.data import CLASS_NAMES
 
 LATENT_DIM = 2  # two dimensions, so the latent space can be drawn as a plane
 

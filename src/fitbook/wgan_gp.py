@@ -14,6 +14,7 @@ The generator, the data pipeline and the quality scores come from
 import numbers
 
 import keras
+import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 from keras import layers, ops
@@ -257,8 +258,6 @@ def build_wgan_gp(critic_steps=5, gp_weight=10.0, seed=0, jit_compile=True):
 
 def plot_wgan_losses(history, gp_weight, window=10, title="WGAN-GP training"):
     """Figure of the losses and the Wasserstein estimate (chapter "WGAN-GP")."""
-    import matplotlib.pyplot as plt
-
     x = np.asarray(history.steps)[window - 1 :]
     v = history.values
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
