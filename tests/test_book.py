@@ -48,6 +48,8 @@ def test_literalinclude_resolves(page, target, options):
     assert target.is_file(), f"{page.name} includes missing file {target}"
     outside = f"{page.name} includes code outside src/"
     assert REPO_ROOT / "src" in target.parents, outside
+    tools = REPO_ROOT / "src" / "fitbook" / "tools"
+    assert tools not in target.parents, f"{page.name} includes a tool, {target.name}"
     length = len(target.read_text().splitlines())
     if "pyobject" in options:
         # The same lookup Sphinx's literalinclude uses for :pyobject:.

@@ -21,7 +21,7 @@ from fitbook.distribute import (
     MirroredTrainStepModel,
     PerReplicaMeanTrainer,
     batched,
-    fit_throughput,
+    examples_per_second,
     fit_under,
     loop_under,
     max_weight_difference,
@@ -288,9 +288,9 @@ def test_max_weight_difference():
     assert max_weight_difference(first, second) == pytest.approx(0.25)
 
 
-def test_fit_throughput_is_positive(data):
+def test_examples_per_second_is_positive(data):
     x, y = data
-    assert fit_throughput(tf.distribute.get_strategy(), x, y, 16, repeats=1) > 0
+    assert examples_per_second(tf.distribute.get_strategy(), x, y, 16, repeats=1) > 0
 
 
 # The two-worker example: pure helpers first, then a real run on localhost.

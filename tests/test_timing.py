@@ -10,8 +10,10 @@ from fitbook.models import classifier
 from fitbook.timing import (
     Measurement,
     dataset_run,
+    epoch_steps,
     finish,
     fit_run,
+    time_run,
     time_runs,
     time_steps,
 )
@@ -45,7 +47,24 @@ def test_time_steps_calls_the_step_steps_times_per_round():
 
 def test_finish_reads_nested_tensors_back():
     value = {"a": tf.constant(1.0), "b": [tf.Variable(2.0), 3]}
-    assert finish(value) is value
+    result = finish(value)
+    assert result == {"a": 1.0, "b": [2.0, 3]}
+    assert isinstance(result["a"], (np.ndarray, np.generic))
+    assert isinstance(result["b"][0], (np.ndarray, np.generic))
+    assert result["b"][1] == 3 and isinstance(result["b"][1], int)
+
+
+def test_epoch_steps_counts_the_partial_batch():
+    assert epoch_steps(100, 32) == 4
+    assert epoch_steps(96, 32) == 3
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        epoch_steps(10, 0)
+
+
+def test_time_run_and_median_rate():
+    m = time_run("noop", lambda: tf.constant(0.0), steps=4, repeats=3)
+    assert m.name == "noop" and len(m.seconds) == 3
+    assert Measurement("m", 10, (1.0, 2.0, 4.0)).median_steps_per_second == 5.0
 
 
 def test_measurement_ratio_and_spread():

@@ -13,7 +13,6 @@ TensorFlow fixes its devices when its runtime starts.
 """
 
 import functools
-import math
 
 import keras
 import numpy as np
@@ -22,7 +21,7 @@ import tensorflow as tf
 from fitbook.batches import batch_size_of, unpack_x_y
 from fitbook.models import classifier
 from fitbook.sample_weights import largest_difference
-from fitbook.timing import time_runs
+from fitbook.timing import epoch_steps, time_run
 from fitbook.train_step import loss_tracker
 
 
@@ -230,7 +229,7 @@ def loop_under(
     return model, trainer.fit(x, y, global_batch_size, epochs)
 
 
-def fit_throughput(strategy, x, y, batch_size, repeats=3):
+def examples_per_second(strategy, x, y, batch_size, repeats=3):
     """Examples per second of ``fit()`` under ``strategy`` (chapter "Scaling out").
 
     One untimed warm-up epoch (tracing), then the fastest of ``repeats`` epochs.
@@ -238,6 +237,5 @@ def fit_throughput(strategy, x, y, batch_size, repeats=3):
     model, _ = fit_under(strategy, MirroredTrainStepModel, x, y, batch_size)
     dataset = batched(x, y, batch_size)
     run = functools.partial(model.fit, dataset, epochs=1, shuffle=False, verbose=0)
-    steps = math.ceil(len(x) / batch_size)
-    best = time_runs({"fit": run}, steps, rounds=repeats)["fit"]
+    best = time_run("fit", run, epoch_steps(len(x), batch_size), repeats)
     return len(x) / min(best.seconds)

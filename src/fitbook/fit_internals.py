@@ -6,7 +6,6 @@ one ``fit()`` call leaves a complete, ordered log of what happened.
 ``fit_throughput`` times fit() in steps per second.
 """
 
-import math
 
 import keras
 import matplotlib.pyplot as plt
@@ -15,7 +14,7 @@ import tensorflow as tf
 from fitbook.batches import describe_batch, unpack_x
 from fitbook.checks import positive_int
 from fitbook.models import classifier
-from fitbook.timing import fit_run, time_runs
+from fitbook.timing import epoch_steps, fit_run, time_run
 
 # Rows of the timeline figure, top to bottom, in the order fit() first meets them.
 EVENT_ROWS = (
@@ -180,6 +179,6 @@ def fit_throughput(model, x, y, batch_size, repeats=3):
     if not model.compiled:
         raise ValueError("fit_throughput needs a compiled model; call compile() first.")
     positive_int("repeats", repeats)
-    steps = math.ceil(len(x) / batch_size)
     run = fit_run(model, x, y, batch_size)
-    return time_runs({"fit": run}, steps, rounds=repeats)["fit"].steps_per_second
+    steps = epoch_steps(len(x), batch_size)
+    return time_run("fit", run, steps, repeats).steps_per_second

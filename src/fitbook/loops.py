@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from fitbook.checkpoints import TrainingCheckpoint
 from fitbook.checks import positive_number
-from fitbook.timing import fit_run, time_runs
+from fitbook.timing import epoch_steps, fit_run, time_run
 
 MODES = ("eager", "function", "jit")  # how Trainer runs its steps
 
@@ -399,5 +399,5 @@ def measure_throughput(build_model, x, y, batch_size, mode, repeats=3):
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         trainer = Trainer(model, optimizer, loss, metrics, mode=mode)
         run = trainer_run(trainer, x, y, batch_size)
-    steps = math.ceil(len(x) / batch_size)
-    return time_runs({mode: run}, steps, rounds=repeats)[mode].steps_per_second
+    steps = epoch_steps(len(x), batch_size)
+    return time_run(mode, run, steps, repeats).steps_per_second

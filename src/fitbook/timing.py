@@ -8,6 +8,7 @@ It needs nothing but TensorFlow, so every other module can import it.
 
 import dataclasses
 import functools
+import math
 import statistics
 import time
 
@@ -44,17 +45,27 @@ class Measurement:
         """Median round time over the best one: 1.0 on a quiet machine."""
         return statistics.median(self.seconds) / min(self.seconds)
 
+    @property
+    def median_steps_per_second(self):
+        """Steps per second of the median round."""
+        return self.steps / statistics.median(self.seconds)
+
     def ratio(self, baseline):
         """This contender's steps per second over ``baseline``'s."""
         return self.steps_per_second / baseline.steps_per_second
 
 
 def finish(result):
-    """Read every tensor in ``result`` back to NumPy, so queued work is done."""
-    for value in tf.nest.flatten(result):
-        if isinstance(value, (tf.Tensor, tf.Variable)):
-            value.numpy()
-    return result
+    """``result`` with every tensor read back to NumPy, so queued work is done."""
+    return tf.nest.map_structure(
+        lambda v: v.numpy() if isinstance(v, (tf.Tensor, tf.Variable)) else v,
+        result,
+    )
+
+
+def epoch_steps(n, batch_size):
+    """Steps in one epoch of ``n`` samples: the last batch may be partial."""
+    return math.ceil(positive_int("n", n) / positive_int("batch_size", batch_size))
 
 
 def time_runs(runs, steps, rounds=3, warmup=1, batch_size=1):
@@ -87,6 +98,11 @@ def time_runs(runs, steps, rounds=3, warmup=1, batch_size=1):
         for name, s in seconds.items()
     }
 
+
+
+def time_run(name, run, steps, repeats=3, batch_size=1):
+    """The Measurement of one contender: ``time_runs({name: run}, ...)[name]``."""
+    return time_runs({name: run}, steps, rounds=repeats, batch_size=batch_size)[name]
 
 def time_steps(step, steps, rounds=3, warmup=1, name="step", batch_size=1):
     """Time a one-step callable ``step``: ``steps`` calls per round (after
