@@ -13,6 +13,9 @@ from fitbook.timing import (
     epoch_steps,
     finish,
     fit_run,
+    html_table,
+    markdown_table,
+    measurement_table,
     time_run,
     time_runs,
     time_steps,
@@ -111,3 +114,38 @@ def test_dataset_run_trains_that_many_steps_per_call():
     assert int(model.optimizer.iterations.numpy()) == 3
     with pytest.raises(ValueError, match="steps must be a positive int"):
         dataset_run(model, dataset, steps=0)
+
+
+def test_markdown_table():
+    text = markdown_table(("a", "b"), [(1, "x|y"), (2.5, "z")])
+    assert text.splitlines() == [
+        "| a | b |",
+        "| --- | --- |",
+        "| 1 | x\\|y |",
+        "| 2.5 | z |",
+    ]
+    with pytest.raises(ValueError, match="2 cells"):
+        markdown_table(("a", "b"), [(1,)])
+
+
+def test_measurement_table_ratios():
+    base = Measurement("fit()", steps=10, seconds=(1.0,), batch_size=100)
+    twice = Measurement("fast", steps=10, seconds=(0.5, 1.0), batch_size=100)
+    lines = measurement_table([base, twice], baseline="fit()").splitlines()
+    assert lines[0] == "| run | steps/s | samples/s | vs fit() | median/best |"
+    assert lines[2] == "| fit() | 10.0 | 1,000 | 1.00x | 1.00 |"
+    assert lines[3] == "| fast | 20.0 | 2,000 | 2.00x | 1.50 |"
+    with pytest.raises(ValueError, match="no measurement named"):
+        measurement_table([base], baseline="missing")
+
+
+def test_html_table_escapes_and_matches_the_markdown_cells():
+    text = html_table(("a", "b"), [(1, "<x>")])
+    assert text == (
+        "<table><thead><tr><th>a</th><th>b</th></tr></thead>"
+        "<tbody><tr><td>1</td><td>&lt;x&gt;</td></tr></tbody></table>"
+    )
+    base = Measurement("fit()", steps=10, seconds=(1.0,), batch_size=100)
+    assert "<td>1.00x</td>" in measurement_table([base], base, html=True)
+    with pytest.raises(ValueError, match="2 cells"):
+        html_table(("a", "b"), [(1,)])

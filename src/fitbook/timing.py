@@ -8,6 +8,7 @@ It needs nothing but TensorFlow, so every other module can import it.
 
 import dataclasses
 import functools
+import html
 import math
 import statistics
 import time
@@ -137,3 +138,63 @@ def dataset_run(model, dataset, steps):
     return functools.partial(
         model.fit, dataset, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0
     )
+
+
+def _check_rows(headers, rows):
+    """Raise a clear ValueError unless every row has one cell per header."""
+    if any(len(row) != len(headers) for row in rows):
+        raise ValueError(f"every row needs {len(headers)} cells, like the headers.")
+
+
+def markdown_table(headers, rows):
+    """A Markdown table from a header list and rows of cells (any values)."""
+    _check_rows(headers, rows)
+
+    def cell(value):
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |"]
+    lines.append("|" + "|".join(" --- " for _ in headers) + "|")
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def html_table(headers, rows):
+    """An HTML table from a header list and rows of cells (chapter "Performance").
+
+    The book renders cell outputs as CommonMark, which has no tables.
+    """
+    _check_rows(headers, rows)
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def measurement_table(measurements, baseline, unit="samples/s", html=False):
+    """A table of measurements: steps/s, samples/s and ratio to ``baseline``.
+
+    ``baseline`` is a Measurement (or the name of one in ``measurements``), e.g.
+    plain ``fit()``; its ratio is 1.00x. Markdown, or HTML with ``html=True``
+    (chapter "Performance").
+    """
+    measurements = list(measurements)
+    if isinstance(baseline, str):
+        found = [m for m in measurements if m.name == baseline]
+        if not found:
+            raise ValueError(f"no measurement named {baseline!r} to compare with.")
+        baseline = found[0]
+    rows = [
+        (
+            m.name,
+            f"{m.steps_per_second:,.1f}",
+            f"{m.samples_per_second:,.0f}",
+            f"{m.ratio(baseline):.2f}x",
+            f"{m.spread:.2f}",
+        )
+        for m in measurements
+    ]
+    headers = ("run", "steps/s", unit, f"vs {baseline.name}", "median/best")
+    return (html_table if html else markdown_table)(headers, rows)
