@@ -108,12 +108,13 @@ def test_penalty_of_quadratic_critic_matches_hand_computed_gradient():
     x_real = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, -2.0]], "float32")
     x_fake = np.array([[0.0, 0.0], [0.5, -0.5], [1.0, 1.0]], "float32")
     eps = np.array([0.5, 0.2, 0.75], "float32")
-    x_hat = eps[:, None] * x_real + (1 - eps[:, None]) * x_fake
-    expected = np.mean((np.linalg.norm(2 * x_hat, axis=1) - 1.0) ** 2)
+    # By hand: x_hat = (0.5, 0), (0.5, -0.3), (0.25, -1.25); the gradient 2 x_hat
+    # has norms 1, sqrt(1.36), sqrt(6.5), so (norm - 1)^2 = 0, 0.0276192, 2.4009805.
+    x_hat = W.interpolate(x_real, x_fake, eps)
+    np.testing.assert_allclose(x_hat, [[0.5, 0.0], [0.5, -0.3], [0.25, -1.25]],
+                               rtol=1e-6)
     penalty = float(W.gradient_penalty(critic, x_real, x_fake, eps))
-    assert penalty == pytest.approx(float(expected), rel=1e-5)
-    # by hand: x_hat = (0.5, 0), (0.5, -0.3), (0.25, -1.25)
-    np.testing.assert_allclose(x_hat, [[0.5, 0.0], [0.5, -0.3], [0.25, -1.25]])
+    assert penalty == pytest.approx(0.8095332, rel=1e-5)
 
 
 def test_penalty_gradient_reaches_critic_weights_through_the_inner_tape():
