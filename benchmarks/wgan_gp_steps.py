@@ -10,8 +10,6 @@ Run: .venv/bin/python benchmarks/wgan_gp_steps.py
 
 import argparse
 
-import numpy as np
-
 import fitbook  # noqa: F401  (quiet TensorFlow import)
 from fitbook import gan as G
 from fitbook import wgan_gp as W
@@ -47,7 +45,7 @@ def main():
     }
     measured = time_runs(runs, args.steps, rounds=args.rounds)  # takes turns
     medians = {
-        name: float(np.median(m.seconds)) / args.steps for name, m in measured.items()
+        name: 1 / m.median_steps_per_second for name, m in measured.items()
     }
     for name, s in medians.items():
         print(f"{name:<8} {1 / s:6.2f} generator steps/s  ({1000 * s:.0f} ms a step, "
