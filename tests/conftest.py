@@ -3,11 +3,14 @@
 import os
 from pathlib import Path
 
+import fitbook  # noqa: F401  (quiet TensorFlow import before anything else)
+
+# isort: split
+import keras
 import numpy as np
 import pytest
 import yaml
 
-import fitbook  # noqa: F401  (quiet TensorFlow import before anything else)
 from fitbook import data
 from fitbook.reproducibility import set_seed
 from fitbook.sample_weights import make_classifier
@@ -74,3 +77,24 @@ def weighted_classifier(model_class, weights=None):
 def random_images(n, seed=0, shape=(28, 28, 1)):
     """``n`` random float32 images in [0, 1) of ``shape``."""
     return np.random.default_rng(seed).random((n, *shape)).astype("float32")
+
+
+def labeled_images(n, seed=0, classes=10):
+    """``(x, y)``: ``n`` random float32 images in [0, 1) and int64 labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 28, 28, 1), dtype="float32")
+    y = rng.integers(0, classes, size=n).astype("int64")
+    return x, y
+
+
+@pytest.fixture(params=["float32", "mixed_float16", "mixed_bfloat16"])
+def policy(request):
+    """Run the test under each global dtype policy, then restore the previous one.
+
+    A test module may override it (test_loops selects policies per test)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(request.param)
+    try:
+        yield request.param
+    finally:
+        keras.config.set_dtype_policy(previous)

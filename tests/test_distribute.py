@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import labeled_images
 from fitbook.distribute import (
     DistributedTrainer,
     MirroredTrainStepModel,
@@ -139,10 +140,7 @@ def replicated(replicated_run):
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(1)
-    x = rng.random((48, 28, 28, 1), dtype="float32")
-    y = rng.integers(0, 10, size=48).astype("int64")
-    return x, y
+    return labeled_images(48, seed=1)
 
 
 def test_the_script_really_ran_two_replicas(replicated):

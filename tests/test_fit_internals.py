@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import labeled_images
 from fitbook.batches import describe_batch
 from fitbook.fit_internals import (
     EVENT_ROWS,
@@ -20,9 +21,7 @@ from fitbook.models import classifier
 @pytest.fixture(scope="module")
 def data():
     """100 random images with labels: batches of 40 leave a last batch of 20."""
-    rng = np.random.default_rng(0)
-    x = rng.random((100, 28, 28, 1), dtype="float32")
-    return x, rng.integers(0, 10, 100)
+    return labeled_images(100, seed=0)
 
 
 @pytest.fixture(scope="module")

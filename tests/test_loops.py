@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import labeled_images
 from fitbook.callbacks import LearningRateRecorder
 from fitbook.loops import (
     MODES,
@@ -34,10 +35,7 @@ def policy(request):
 @pytest.fixture(scope="module")
 def data():
     """100 random images with random labels: the last batch of 32 is partial."""
-    rng = np.random.default_rng(0)
-    x = rng.random((100, 28, 28, 1), dtype="float32")
-    y = rng.integers(0, 10, size=100).astype("int64")
-    return x, y
+    return labeled_images(100, seed=0)
 
 
 def small_model(seed=0, penalty=0.05):

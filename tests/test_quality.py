@@ -68,7 +68,7 @@ def test_quality_scores_ranges_on_an_untrained_classifier():
     assert set(scores) == {"confidence", "coverage", "frechet"}
     assert 0.1 <= scores["confidence"] <= 1.0 and 0.0 <= scores["coverage"] <= 1.0
     assert scores["frechet"] == pytest.approx(0.0, abs=1e-6)  # same images
-    with pytest.raises(ValueError, match=r"\(n, 28, 28, 1\)"):
+    with pytest.raises(ValueError, match=r"\(batch, 28, 28, 1\)"):
         Q.quality_scores(classifier, x[..., 0], reference)
 
 

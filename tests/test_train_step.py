@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import labeled_images
 from fitbook.batches import batch_size_of, unpack_x_y
 from fitbook.models import classifier
 from fitbook.train_step import (
@@ -29,9 +30,7 @@ COMPILED = dict(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 @pytest.fixture(scope="module")
 def data():
     """256 random images in 4 batches of 64, so epochs hold equal sample counts."""
-    rng = np.random.default_rng(0)
-    x = rng.random((256, 28, 28, 1), dtype="float32")
-    return x, rng.integers(0, 10, 256)
+    return labeled_images(256, seed=0)
 
 
 def train(model_class, x, y, epochs=2, callbacks=(), **compile_options):

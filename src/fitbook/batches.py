@@ -113,13 +113,15 @@ def check_sample_weight(sample_weight, y):
         return tf.identity(sample_weight)
 
 
-def check_images(x):
-    """Return ``x`` as float32 after checking it is a batch of 28x28x1 images."""
-    if tuple(x.shape[1:]) != IMAGE_SHAPE:
+def check_images(x, shape=IMAGE_SHAPE, model="The GAN"):
+    """Return ``x`` as float32 after checking it is a batch of images of ``shape``
+    (28x28x1 by default); ``model`` names who expects them in the error."""
+    if tuple(x.shape[1:]) != tuple(shape):
+        dims = ", ".join(str(d) for d in shape)
         raise ValueError(
-            f"The GAN expects images of shape (batch, 28, 28, 1), got "
+            f"{model} expects images of shape (batch, {dims}), got "
             f"{tuple(x.shape)}. Add the channel axis with x[..., None] or "
-            "reshape to (-1, 28, 28, 1)."
+            f"reshape to (-1, {dims})."
         )
     return ops.cast(x, "float32")
 

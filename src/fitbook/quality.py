@@ -26,6 +26,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from fitbook.batches import check_images
 from fitbook.data import load_fashion_mnist
 from fitbook.models import LATENT_DIM
 
@@ -89,10 +90,7 @@ def load_committed_generator():
 def classifier_outputs(classifier, images, batch_size=500):
     """Return (class probabilities, penultimate features) for ``images``."""
     images = np.asarray(images, dtype="float32")
-    if images.ndim != 4 or images.shape[1:] != (28, 28, 1):
-        raise ValueError(
-            f"images must have shape (n, 28, 28, 1), got {images.shape}."
-        )
+    check_images(images, model="The classifier")
     both = keras.Model(
         classifier.inputs[0],
         [classifier.outputs[0], classifier.get_layer(FEATURES_LAYER).output],

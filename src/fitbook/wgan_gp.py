@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from fitbook.batches import unpack_images
+from fitbook.batches import check_images, unpack_images
 from fitbook.gan import ready_optimizer, with_loss_scaling
 from fitbook.models import build_generator, discriminator_trunk
 from fitbook.plots import smooth
@@ -184,14 +184,7 @@ class WGANGP(keras.Model):
 
     def check_batch(self, x):
         """Return ``x`` as float32 after checking it fits the critic's input."""
-        expected = (None, *self.critic.input_shape[1:])
-        if tuple(x.shape[1:]) != expected[1:]:
-            raise ValueError(
-                f"The critic expects images of shape {expected}, got "
-                f"{tuple(x.shape)}. Reshape the data, e.g. x[..., None] for a "
-                "missing channel axis."
-            )
-        return ops.cast(x, "float32")
+        return check_images(x, self.critic.input_shape[1:], "The critic")
 
     def critic_step(self, x_real):
         """One critic update on real images; returns loss, penalty, estimate."""
