@@ -1,10 +1,14 @@
-"""A GAN trained with ``fit()``: models, shared steps, callbacks, command line.
+"""A GAN trained with ``fit()``: recipe, shared steps, the Model, the long run.
 
 Used by the chapter "A GAN, two ways". The discriminator step and the generator
 step are plain functions, so the ``train_step`` GAN here and the from-scratch
-loop of :mod:`fitbook.gan_loop` run the same algorithm by construction.
+loop of :mod:`fitbook.gan_loop` run the same algorithm by construction. The
+networks are in :mod:`fitbook.models`, the callbacks in :mod:`fitbook.callbacks`,
+the run's CSV record in :mod:`fitbook.runs`.
 
-Run ``python -m fitbook.gan train --out DIR`` to train from the command line.
+``train`` is the long run; ``python -m fitbook.tools.train_gan train --out DIR``
+(or, as recorded in the committed runs, ``python -m fitbook.gan train ...``)
+starts it from the command line.
 """
 
 import dataclasses
