@@ -52,7 +52,7 @@ import fitbook  # noqa: F401  (quiet TensorFlow import)
 import keras
 import numpy as np
 
-from fitbook import gan as G
+from fitbook import models as M
 from fitbook import quality as Q
 from fitbook.data import load_fashion_mnist
 
@@ -68,13 +68,13 @@ classifier = Q.load_classifier()
 _, (x_test, _) = load_fashion_mnist()
 reference = Q.reference_stats(classifier, x_test[:1000])
 keras.utils.set_random_seed(0)
-z = keras.random.normal((200, G.LATENT_DIM), seed=0)
+z = keras.random.normal((200, M.LATENT_DIM), seed=0)
 scores = {
     f"committed generator ({provenance['steps']} steps)": Q.quality_scores(
-        classifier, G.generate(generator, z), reference
+        classifier, Q.generate(generator, z), reference
     ),
     "untrained generator": Q.quality_scores(
-        classifier, G.generate(G.build_generator(), z), reference
+        classifier, Q.generate(M.build_generator(), z), reference
     ),
 }
 for name, s in scores.items():

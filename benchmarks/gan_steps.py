@@ -7,13 +7,13 @@ most tutorials write it. Run: .venv/bin/python benchmarks/gan_steps.py
 
 import argparse
 
-import fitbook  # noqa: F401  (quiet TensorFlow import)
 import keras
-import numpy as np
 import tensorflow as tf
 
+import fitbook  # noqa: F401  (quiet TensorFlow import)
 from fitbook.data import load_fashion_mnist
-from fitbook.gan import SEED_RECIPE, build_discriminator, build_gan, build_generator
+from fitbook.gan import SEED_RECIPE, build_gan
+from fitbook.models import build_discriminator, build_generator
 from fitbook.reproducibility import set_seed
 from fitbook.timing import dataset_run, time_runs
 
@@ -94,7 +94,7 @@ def main():
     }
     measured = time_runs(runs, args.steps, rounds=args.rounds)
     medians = {
-        name: args.steps / float(np.median(m.seconds)) for name, m in measured.items()
+        name: m.median_steps_per_second for name, m in measured.items()
     }
     for name, rate in medians.items():
         print(f"{name:<14} {rate:6.2f} steps/s  (median of {args.rounds} rounds)")

@@ -6,26 +6,19 @@ Prints steps per second for each mode and the three ratios the chapter
 what else runs on it; compare ratios from one run only.
 """
 
-import argparse
 import functools
 
-import fitbook  # noqa: F401  (quiet TensorFlow import first)
-from fitbook.data import load_fashion_mnist
-from fitbook.loop import build_classifier, measure_throughput
-from fitbook.reproducibility import set_seed
+from _common import parser, training_data
+from fitbook.loops import measure_throughput
+from fitbook.models import classifier
 
 
 def main(argv=None):
     """Measure every mode once on a Fashion-MNIST subset and print the ratios."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--samples", type=int, default=8192, help="training images")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=5, help="timed epochs per mode")
-    args = parser.parse_args(argv)
-    set_seed(0)
-    (x, y), _ = load_fashion_mnist()
-    x, y = x[: args.samples], y[: args.samples]
-    build = functools.partial(build_classifier, hidden=256)
+    cli = parser(main.__doc__, samples=8192, batch_size=128, repeats=5)
+    args = cli.parse_args(argv)
+    x, y = training_data(args.samples)
+    build = functools.partial(classifier, hidden=256, dropout=0.2, seed=0)
     rates = {}
     for mode in ("eager", "function", "jit", "fit"):
         rates[mode] = measure_throughput(

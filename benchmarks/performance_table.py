@@ -20,21 +20,20 @@ import argparse
 
 import fitbook  # noqa: F401  (quiet TensorFlow import first)
 from fitbook.data import load_fashion_mnist
-from fitbook.flops import gan_step_flops
-from fitbook.gan import FIXED_RECIPE, build_discriminator, build_generator
+from fitbook.gan import FIXED_RECIPE
+from fitbook.models import build_discriminator, build_generator
 from fitbook.performance import (
     classifier_runs,
     dropout_runs,
-    describe_machine,
     encode_png,
     gan_runs,
-    matmul_flops,
-    measurement_table,
     pipeline_runs,
     to_uint8,
 )
+from fitbook.performance_flops import gan_step_flops
+from fitbook.performance_machine import describe_machine, matmul_flops
 from fitbook.reproducibility import set_seed
-from fitbook.timing import time_runs
+from fitbook.timing import measurement_table, time_runs
 
 
 def main(argv=None):

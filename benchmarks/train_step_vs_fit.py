@@ -7,33 +7,23 @@ Prints the best training steps per second of the same classifier trained by
 shared machine spreads over both; compare ratios from one run only.
 """
 
-import argparse
-
-import fitbook  # noqa: F401  (quiet TensorFlow import first)
 import keras
-from fitbook.data import load_fashion_mnist
-from fitbook.fit_internals import build_classifier, fit_throughput
-from fitbook.reproducibility import set_seed
+
+from _common import parser, training_data
+from fitbook.fit_internals import fit_throughput
+from fitbook.models import classifier, compile_classifier
 from fitbook.train_step import CustomTrainStepModel
 
 
 def main(argv=None):
     """Time fit() with the built-in and the custom train_step; print the ratio."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--samples", type=int, default=8192, help="training images")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
-    args = parser.parse_args(argv)
-    set_seed(0)
-    (x, y), _ = load_fashion_mnist()
-    x, y = x[: args.samples], y[: args.samples]
+    cli = parser(main.__doc__, samples=8192, batch_size=64, rounds=3)
+    args = cli.parse_args(argv)
+    x, y = training_data(args.samples)
     models = {}
     for model_class in (keras.Model, CustomTrainStepModel):
-        model = build_classifier(model_class, hidden=128)
-        model.compile(
-            optimizer="adam", loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+        model = classifier(model_class, hidden=128, seed=0, probabilities=True)
+        compile_classifier(model)
         models[model_class.__name__] = model
     best = dict.fromkeys(models, 0.0)
     for _ in range(args.rounds):  # each round: one warm-up and 2 timed epochs each

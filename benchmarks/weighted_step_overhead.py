@@ -7,12 +7,9 @@ weights" and "Overriding test_step"), and their ratios. Timings depend on the
 machine and on what else runs on it; compare ratios from one run only.
 """
 
-import argparse
-
-import fitbook  # noqa: F401  (quiet TensorFlow import first)
 import keras
-from fitbook.data import load_fashion_mnist
-from fitbook.reproducibility import set_seed
+
+from _common import parser, training_data
 from fitbook.sample_weights import make_classifier
 from fitbook.test_step import WeightedTestStepModel
 from fitbook.timing import time_runs
@@ -20,14 +17,9 @@ from fitbook.timing import time_runs
 
 def main(argv=None):
     """Time fit() and evaluate() with sample weights for both model classes."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--samples", type=int, default=8192, help="training images")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=5, help="timed epochs per run")
-    args = parser.parse_args(argv)
-    set_seed(0)
-    (x, y), _ = load_fashion_mnist()
-    x, y = x[: args.samples], y[: args.samples]
+    cli = parser(main.__doc__, samples=8192, batch_size=128, repeats=5)
+    args = cli.parse_args(argv)
+    x, y = training_data(args.samples)
     sample_weight = (y % 3 + 1).astype("float32")  # weights 1, 2 and 3
     options = dict(sample_weight=sample_weight, batch_size=args.batch_size, verbose=0)
     # A second copy of the built-in model measures the noise floor: two

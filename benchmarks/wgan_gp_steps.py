@@ -11,11 +11,9 @@ Run: .venv/bin/python benchmarks/wgan_gp_steps.py
 import argparse
 
 import fitbook  # noqa: F401  (quiet TensorFlow import)
-import numpy as np
-
 from fitbook import gan as G
 from fitbook import wgan_gp as W
-from fitbook.data import load_fashion_mnist
+from fitbook.data import image_dataset, load_fashion_mnist
 from fitbook.reproducibility import set_seed
 from fitbook.timing import dataset_run, time_runs
 
@@ -34,11 +32,11 @@ def main():
     models = {
         "GAN": (
             G.build_gan(G.FIXED_RECIPE, jit_compile=args.jit),
-            G.image_dataset(x, args.batch_size, repeat=True),
+            image_dataset(x, args.batch_size, repeat=True),
         ),
         "WGAN-GP": (
             W.build_wgan_gp(critic_steps=args.critic_steps, jit_compile=args.jit),
-            G.image_dataset(x, args.critic_steps * args.batch_size, repeat=True),
+            image_dataset(x, args.critic_steps * args.batch_size, repeat=True),
         ),
     }
     runs = {
@@ -47,7 +45,7 @@ def main():
     }
     measured = time_runs(runs, args.steps, rounds=args.rounds)  # takes turns
     medians = {
-        name: float(np.median(m.seconds)) / args.steps for name, m in measured.items()
+        name: 1 / m.median_steps_per_second for name, m in measured.items()
     }
     for name, s in medians.items():
         print(f"{name:<8} {1 / s:6.2f} generator steps/s  ({1000 * s:.0f} ms a step, "

@@ -3,12 +3,30 @@
 import os
 from pathlib import Path
 
-import pytest
-
 import fitbook  # noqa: F401  (quiet TensorFlow import before anything else)
+
+# isort: split
+import keras
+import numpy as np
+import pytest
+import yaml
+
 from fitbook import data
+from fitbook.reproducibility import set_seed
+from fitbook.sample_weights import make_classifier
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def toc_files(node=None):
+    """Every file listed in _toc.yml, as repo-relative paths without suffix."""
+    if node is None:
+        node = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
+    found = [node[key] for key in ("root", "file") if key in node]
+    for key in ("parts", "chapters", "sections"):
+        for child in node.get(key, []):
+            found += toc_files(child)
+    return found
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +52,49 @@ def pytest_configure(config):
         "guard: the loop's non-finite-step guard; "
         ".ci/run runs these again with TF_ENABLE_ONEDNN_OPTS=0",
     )
+
+
+# Weighted 3-class data shared by test_sample_weights and test_test_step.
+WEIGHTED_N, WEIGHTED_BATCH_SIZE = 50, 16  # 16 + 16 + 16 + 2: the last batch is partial
+
+
+@pytest.fixture(scope="module")
+def weighted_data():
+    """``(x, y, sample_weight)``: WEIGHTED_N random images, 3 classes, weights."""
+    rng = np.random.default_rng(0)
+    x = rng.random((WEIGHTED_N, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 3, WEIGHTED_N)
+    sample_weight = rng.random(WEIGHTED_N).astype("float32")
+    return x, y, sample_weight
+
+
+def weighted_classifier(model_class, weights=None):
+    """A compiled 3-class classifier, seeded, optionally starting from weights."""
+    set_seed(0)
+    return make_classifier(model_class, num_classes=3, weights=weights)
+
+
+def random_images(n, seed=0, shape=(28, 28, 1)):
+    """``n`` random float32 images in [0, 1) of ``shape``."""
+    return np.random.default_rng(seed).random((n, *shape)).astype("float32")
+
+
+def labeled_images(n, seed=0, classes=10):
+    """``(x, y)``: ``n`` random float32 images in [0, 1) and int64 labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 28, 28, 1), dtype="float32")
+    y = rng.integers(0, classes, size=n).astype("int64")
+    return x, y
+
+
+@pytest.fixture(params=["float32", "mixed_float16", "mixed_bfloat16"])
+def policy(request):
+    """Run the test under each global dtype policy, then restore the previous one.
+
+    A test module may override it (test_loops selects policies per test)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(request.param)
+    try:
+        yield request.param
+    finally:
+        keras.config.set_dtype_policy(previous)

@@ -32,8 +32,8 @@ KERAS_HOOKS = {name for base in KERAS_BASES for name in dir(base)}
 def public_modules():
     """Dotted names of the package's public modules (no leading underscore)."""
     return sorted(
-        f"fitbook.{path.stem}"
-        for path in PACKAGE.glob("*.py")
+        ".".join(("fitbook", *path.relative_to(PACKAGE).with_suffix("").parts))
+        for path in PACKAGE.rglob("*.py")
         if not path.stem.startswith("_")
     )
 
@@ -61,7 +61,7 @@ def public_objects(source):
 
 
 def module_source(module):
-    return (PACKAGE / f"{module.split('.')[-1]}.py").read_text()
+    return PACKAGE.joinpath(*module.split(".")[1:]).with_suffix(".py").read_text()
 
 
 def test_public_objects_sees_functions_classes_and_methods():
@@ -97,7 +97,7 @@ def test_every_public_object_has_a_docstring(module):
     ]
     assert not undocumented, (
         f"{module}: {undocumented} have no docstring, so the API page would skip "
-        "them; add a one-line docstring naming the chapter that uses each"
+        "them; add a one-line docstring to each"
     )
 
 

@@ -3,10 +3,9 @@
 import re
 
 import pytest
-import yaml
 from sphinx.pycode import ModuleAnalyzer
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, toc_files
 
 BOOK = REPO_ROOT / "book"
 DIRECTIVE = re.compile(
@@ -14,17 +13,6 @@ DIRECTIVE = re.compile(
     r"((?:\s*:[\w-]+:.*\n)*)",  # its :option: lines
     re.M,
 )
-
-
-def toc_files(node=None):
-    """Every file listed in _toc.yml, as repo-relative paths without suffix."""
-    if node is None:
-        node = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
-    found = [node[key] for key in ("root", "file") if key in node]
-    for key in ("parts", "chapters", "sections"):
-        for child in node.get(key, []):
-            found += toc_files(child)
-    return found
 
 
 def literalincludes():
@@ -60,6 +48,8 @@ def test_literalinclude_resolves(page, target, options):
     assert target.is_file(), f"{page.name} includes missing file {target}"
     outside = f"{page.name} includes code outside src/"
     assert REPO_ROOT / "src" in target.parents, outside
+    tools = REPO_ROOT / "src" / "fitbook" / "tools"
+    assert tools not in target.parents, f"{page.name} includes a tool, {target.name}"
     length = len(target.read_text().splitlines())
     if "pyobject" in options:
         # The same lookup Sphinx's literalinclude uses for :pyobject:.

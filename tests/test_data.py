@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from fitbook import data
+from fitbook.tools import check_data
 
 
 @pytest.fixture
@@ -160,8 +161,8 @@ def test_load_from_a_copied_directory(fashion_mnist_dir, tmp_path, monkeypatch):
 def test_command_line_reports_location_and_errors(
     fashion_mnist_dir, no_default_locations, monkeypatch, capsys
 ):
-    assert data.main(["--no-download"]) == 1
+    assert check_data.main(["--no-download"]) == 1
     assert "apt-get install" in capsys.readouterr().err
     monkeypatch.setenv(data.DATA_DIR_ENV, str(fashion_mnist_dir))
-    assert data.main(["--no-download"]) == 0
+    assert check_data.main(["--no-download"]) == 0
     assert "all four files verified" in capsys.readouterr().out

@@ -15,19 +15,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fitbook import multiworker
+from conftest import labeled_images
 from fitbook.distribute import (
     DistributedTrainer,
     MirroredTrainStepModel,
     PerReplicaMeanTrainer,
     batched,
-    fit_throughput,
+    examples_per_second,
     fit_under,
     loop_under,
     max_weight_difference,
     split_cpu,
 )
-from fitbook.fit_internals import build_classifier
+from fitbook.models import classifier
 from fitbook.tf_noise import is_startup_noise
 
 ATOL = 1e-5  # replicas sum gradients in another order: float rounding only
@@ -46,7 +46,7 @@ REPLICATED = textwrap.dedent(
     import tensorflow as tf
 
     from fitbook import distribute as d
-    from fitbook.loop import build_classifier as build_penalised
+    from fitbook.models import classifier
     from fitbook.train_step import CustomTrainStepModel
 
     rng = np.random.default_rng(0)
@@ -80,7 +80,7 @@ REPLICATED = textwrap.dedent(
     # An add_loss() term, divided among the replicas like the data loss.
     logits = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     def penalised():
-        return build_penalised(hidden=16, dropout=0.0, penalty=0.1)
+        return classifier(hidden=16, dropout=0.0, penalty=0.1, seed=0)
     expected = penalised()
     expected.compile(optimizer=keras.optimizers.SGD(0.1), loss=logits)
     expected.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
@@ -115,6 +115,11 @@ class Background:
         return json.loads(stdout.splitlines()[-1]), stderr
 
 
+def mlp(hidden):
+    """The chapter's functional softmax MLP, seed 0."""
+    return classifier(keras.Model, hidden=hidden, seed=0, probabilities=True)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def replicated_run():
     """Start the two-replica script when the module starts: it runs meanwhile."""
@@ -135,25 +140,7 @@ def replicated(replicated_run):
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(1)
-    x = rng.random((48, 28, 28, 1), dtype="float32")
-    y = rng.integers(0, 10, size=48).astype("int64")
-    return x, y
-
-
-def test_two_workers_on_localhost_agree_with_one_process():
-    # First in the module, so that the two-replica script runs meanwhile.
-    summary = multiworker.launch("loop", timeout=120)
-    assert [w["index"] for w in summary["workers"]] == [0, 1]
-    assert all(w["replicas"] == 2 for w in summary["workers"])
-    assert summary["between_workers"] <= ATOL
-    assert summary["vs_single_process"] <= ATOL
-    np.testing.assert_allclose(
-        summary["workers"][1]["losses"], summary["single_process_losses"], rtol=1e-5
-    )
-    assert summary["chief_saved"]
-    lines = multiworker.report(summary)
-    assert lines[0].startswith("worker 0 (chief, 2 replicas in sync): epoch losses")
+    return labeled_images(48, seed=1)
 
 
 def test_the_script_really_ran_two_replicas(replicated):
@@ -229,7 +216,7 @@ def test_one_replica_loop_and_fit_match_keras_fit(data):
 
 def new_trainer(strategy, loss=None, model=None):
     with strategy.scope():
-        model = model or build_classifier(hidden=8)
+        model = model or mlp(hidden=8)
         optimizer = keras.optimizers.SGD(0.1)
     loss = loss or keras.losses.SparseCategoricalCrossentropy(reduction=None)
     return DistributedTrainer(strategy, model, optimizer, loss)
@@ -244,7 +231,7 @@ def test_trainer_rejects_a_reduced_loss():
 def test_trainer_rejects_a_model_built_outside_the_scope():
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     with pytest.raises(ValueError, match=r"inside `with strategy.scope\(\):`"):
-        new_trainer(strategy, model=build_classifier(hidden=8))
+        new_trainer(strategy, model=mlp(hidden=8))
 
 
 def test_trainer_rejects_a_model_without_weights():
@@ -275,7 +262,7 @@ def test_batched_keeps_order_and_shards_by_data(data):
 
 
 def test_max_weight_difference():
-    first, second = build_classifier(hidden=4), build_classifier(hidden=4)
+    first, second = mlp(hidden=4), mlp(hidden=4)
     assert max_weight_difference(first, second) == 0.0
     weights = second.get_weights()
     weights[1][2] += 0.25
@@ -283,92 +270,11 @@ def test_max_weight_difference():
     assert max_weight_difference(first, second) == pytest.approx(0.25)
 
 
-def test_fit_throughput_is_positive(data):
+def test_examples_per_second_is_positive(data):
     x, y = data
-    assert fit_throughput(tf.distribute.get_strategy(), x, y, 16, repeats=1) > 0
+    assert examples_per_second(tf.distribute.get_strategy(), x, y, 16, repeats=1) > 0
 
 
 # The two-worker example: pure helpers first, then a real run on localhost.
 
 
-def test_pick_free_ports_gives_distinct_bindable_ports():
-    ports = multiworker.pick_free_ports(3)
-    assert len(set(ports)) == 3
-    for port in ports:
-        with multiworker.socket.socket() as sock:
-            sock.bind(("localhost", port))
-
-
-@pytest.mark.parametrize("n", [0, 1.5, True])
-def test_pick_free_ports_rejects_bad_counts(n):
-    with pytest.raises(ValueError, match="positive int"):
-        multiworker.pick_free_ports(n)
-
-
-def test_tf_config_lists_every_worker_and_this_task():
-    config = multiworker.tf_config([1234, 5678], 1)
-    assert config == {
-        "cluster": {"worker": ["localhost:1234", "localhost:5678"]},
-        "task": {"type": "worker", "index": 1},
-    }
-    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-        tf.train.ClusterSpec(config["cluster"]), task_type="worker", task_id=1
-    )
-    assert resolver.cluster_spec().num_tasks("worker") == 2  # TensorFlow accepts it
-
-
-@pytest.mark.parametrize(
-    "ports,index", [([1234], 1), ([1234], -1), ([], 0), ([1234], "0")]
-)
-def test_tf_config_rejects_bad_arguments(ports, index):
-    with pytest.raises(ValueError):
-        multiworker.tf_config(ports, index)
-
-
-def test_make_images_is_the_same_in_every_process():
-    (x1, y1), (x2, y2) = multiworker.make_images(64), multiworker.make_images(64)
-    np.testing.assert_array_equal(x1, x2)
-    np.testing.assert_array_equal(y1, y2)
-    assert x1.shape == (64, 28, 28, 1) and x1.dtype == np.float32
-    assert 0.0 <= x1.min() and x1.max() <= 1.0
-
-
-def test_short_error_drops_tensor_values():
-    err = ValueError(
-        "Attempt to convert a value (PerReplica:{\n  0: <tf.Tensor ...>\n}) with an "
-        "unsupported type."
-    )
-    assert multiworker.short_error(err) == (
-        "ValueError: Attempt to convert a value (PerReplica:{...}) with an "
-        "unsupported type."
-    )
-
-
-def sleepers(tmp_path, *codes):
-    processes = []
-    for index, code in enumerate(codes):
-        with open(tmp_path / f"worker-{index}.log", "w") as log:
-            processes.append(subprocess.Popen(
-                [sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT
-            ))
-    return processes
-
-
-def test_wait_for_workers_stops_a_hanging_cluster(tmp_path):
-    processes = sleepers(tmp_path, "import time; time.sleep(60)", "pass")
-    with pytest.raises(RuntimeError, match=r"worker 0 did not finish within 0.5 s"):
-        multiworker.wait_for_workers(processes, tmp_path, timeout=0.5)
-    assert all(p.returncode is not None for p in processes)
-
-
-def test_wait_for_workers_reports_a_crash_and_stops_the_others(tmp_path):
-    crash = "import sys; print('worker failed: no route'); sys.exit(3)"
-    processes = sleepers(tmp_path, "import time; time.sleep(60)", crash)
-    with pytest.raises(RuntimeError, match=r"(?s)worker 1 crashed.*no route"):
-        multiworker.wait_for_workers(processes, tmp_path, timeout=30)
-    assert processes[0].returncode is not None  # killed, not left behind
-
-
-def test_launch_rejects_unknown_trainers():
-    with pytest.raises(ValueError, match="trainer must be one of"):
-        multiworker.launch("keras")

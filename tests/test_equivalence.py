@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from keras import tree
 
-from fitbook.sample_weights import WeightedTrainStepModel, largest_difference
+from fitbook.sample_weights import largest_difference
 from fitbook.test_step import WeightedTestStepModel
 from fitbook.train_step import CustomTrainStepModel, OwnLossModel, UnscaledLossModel
 

@@ -5,24 +5,23 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import labeled_images
+from fitbook.batches import describe_batch
 from fitbook.fit_internals import (
     EVENT_ROWS,
     InstrumentedModel,
-    build_classifier,
     count_events,
-    describe_batch,
     fit_throughput,
     plot_timeline,
     record_fit,
 )
+from fitbook.models import classifier
 
 
 @pytest.fixture(scope="module")
 def data():
     """100 random images with labels: batches of 40 leave a last batch of 20."""
-    rng = np.random.default_rng(0)
-    x = rng.random((100, 28, 28, 1), dtype="float32")
-    return x, rng.integers(0, 10, 100)
+    return labeled_images(100, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +73,7 @@ def test_steps_are_traced_in_the_first_epoch_only(recorded):
 
 def test_a_second_trace_comes_from_creating_optimizer_variables(data):
     x, y = data
-    model = build_classifier(InstrumentedModel)
+    model = classifier(InstrumentedModel, seed=0, probabilities=True)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     model.optimizer.build(model.trainable_variables)  # create Adam's slots now
     model.fit(x, y, batch_size=40, epochs=1, verbose=0)
@@ -107,9 +106,9 @@ def test_describe_batch():
 
 
 def test_same_seed_same_weights_for_any_class():
-    a = build_classifier(keras.Model, seed=3)
-    b = build_classifier(InstrumentedModel, seed=3)
-    c = build_classifier(keras.Model, seed=4)
+    a = classifier(keras.Model, seed=3, probabilities=True)
+    b = classifier(InstrumentedModel, seed=3, probabilities=True)
+    c = classifier(keras.Model, seed=4, probabilities=True)
     assert isinstance(b, InstrumentedModel)
     for u, v in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(u, v)
@@ -132,7 +131,7 @@ def test_plot_timeline_rejects_unknown_events():
 
 def test_fit_throughput(data):
     x, y = data
-    model = build_classifier()
+    model = classifier(keras.Model, seed=0, probabilities=True)
     with pytest.raises(ValueError, match="compile"):
         fit_throughput(model, x, y, batch_size=10)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")

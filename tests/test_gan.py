@@ -10,12 +10,19 @@ import pytest
 import tensorflow as tf
 
 from fitbook import gan as G
+from fitbook import models as M
+from fitbook.callbacks import ImageGridCallback, LossHistory
+from fitbook.data import IMAGE_SHAPE
+from fitbook.plots import plot_losses, smooth
 from fitbook.quality import (
+    generate,
     load_classifier,
     load_committed_generator,
     quality_scores,
     reference_stats,
 )
+from fitbook.runs import read_run
+from fitbook.tools import train_gan
 
 LOSS = keras.losses.BinaryCrossentropy(from_logits=True)
 
@@ -36,12 +43,12 @@ def changed(before, after):
 
 
 def test_parameter_counts():
-    assert G.build_generator().count_params() == 1_339_905
-    assert G.build_discriminator().count_params() == 74_625
+    assert M.build_generator().count_params() == 1_339_905
+    assert M.build_discriminator().count_params() == 74_625
 
 
 def test_generator_makes_images_in_unit_range():
-    x = G.build_generator()(np.zeros((3, G.LATENT_DIM), "float32"))
+    x = M.build_generator()(np.zeros((3, M.LATENT_DIM), "float32"))
     assert tuple(x.shape) == (3, 28, 28, 1)
     assert 0.0 <= float(keras.ops.min(x)) and float(keras.ops.max(x)) <= 1.0
 
@@ -53,7 +60,7 @@ def test_targets_move_inward_by_label_noise():
 
 
 def test_discriminator_step_changes_only_discriminator():
-    g, d = G.build_generator(), G.build_discriminator()
+    g, d = M.build_generator(), M.build_discriminator()
     opt, _ = G.make_optimizers(G.SEED_RECIPE)
     g0, d0 = weights(g), weights(d)
     z_d, u, _ = G.draw_step_noise(keras.random.SeedGenerator(1), 8)
@@ -64,10 +71,10 @@ def test_discriminator_step_changes_only_discriminator():
 
 
 def test_generator_step_changes_only_generator():
-    g, d = G.build_generator(), G.build_discriminator()
+    g, d = M.build_generator(), M.build_discriminator()
     _, opt = G.make_optimizers(G.SEED_RECIPE)
     g0, d0 = weights(g), weights(d)
-    loss = G.generator_step(g, d, opt, LOSS, keras.random.normal((8, G.LATENT_DIM)))
+    loss = G.generator_step(g, d, opt, LOSS, keras.random.normal((8, M.LATENT_DIM)))
     assert np.isfinite(float(loss))
     assert all(changed(g0, weights(g)))
     assert not any(changed(d0, weights(d)))
@@ -76,7 +83,7 @@ def test_generator_step_changes_only_generator():
 def test_fit_on_images_and_labels_then_evaluate():
     gan = G.build_gan(seed=1, jit_compile=False)
     ds = tf.data.Dataset.from_tensor_slices((images(32), np.arange(32) % 10))
-    history = G.LossHistory()
+    history = LossHistory()
     fitted = gan.fit(
         ds.batch(8), epochs=2, shuffle=False, verbose=0, callbacks=[history]
     )
@@ -99,7 +106,7 @@ def test_wrong_image_shape_is_a_clear_error():
 
 
 def test_loss_history_recovers_per_step_values_from_running_means():
-    history = G.LossHistory()
+    history = LossHistory()
     history.on_epoch_begin(0)
     values = [1.0, 3.0, 8.0]
     for k, _ in enumerate(values):
@@ -110,7 +117,7 @@ def test_loss_history_recovers_per_step_values_from_running_means():
 
 
 def test_loss_history_takes_any_names_and_spans_epochs():
-    history = G.LossHistory(names=("a",))
+    history = LossHistory(names=("a",))
     values = [[1.0, 3.0, 8.0], [2.0, 4.0]]  # two epochs
     for epoch, epoch_values in enumerate(values):
         history.on_epoch_begin(epoch)
@@ -122,8 +129,8 @@ def test_loss_history_takes_any_names_and_spans_epochs():
 
 def test_image_grid_callback_keeps_and_saves_grids(tmp_path):
     gan = G.build_gan(jit_compile=False)
-    z = keras.random.normal((4, G.LATENT_DIM), seed=0)
-    grid = G.ImageGridCallback(z, every=2, directory=tmp_path, steps_per_epoch=2)
+    z = keras.random.normal((4, M.LATENT_DIM), seed=0)
+    grid = ImageGridCallback(z, every=2, directory=tmp_path, steps_per_epoch=2)
     gan.fit(images(8), batch_size=4, epochs=4, verbose=0, callbacks=[grid])
     assert [when for when, _ in grid.grids] == [4, 8]  # every 2 epochs of 2 steps
     assert grid.grids[0][1].shape == (4, 28, 28, 1)
@@ -134,22 +141,22 @@ def test_image_grid_callback_keeps_and_saves_grids(tmp_path):
 
 
 def test_smooth_and_its_window_check():
-    np.testing.assert_allclose(G.smooth([1, 2, 3, 4], 2), [1.5, 2.5, 3.5])
+    np.testing.assert_allclose(smooth([1, 2, 3, 4], 2), [1.5, 2.5, 3.5])
     with pytest.raises(ValueError, match="window"):
-        G.smooth([1, 2], 3)
+        smooth([1, 2], 3)
 
 
 def test_plot_losses_has_labels_and_rejects_short_runs():
-    fig = G.plot_losses(range(1, 11), np.ones(10), np.ones(10), window=5, title="t")
+    fig = plot_losses(range(1, 11), np.ones(10), np.ones(10), window=5, title="t")
     ax = fig.axes[0]
     assert ax.get_title() == "t" and ax.get_xlabel() and ax.get_ylabel()
     with pytest.raises(ValueError, match="at least window=50"):
-        G.plot_losses(range(3), [1] * 3, [1] * 3)
+        plot_losses(range(3), [1] * 3, [1] * 3)
 
 
 def test_models_round_trip_through_keras_files(tmp_path):
-    z = keras.random.normal((2, G.LATENT_DIM), seed=0)
-    for model, x in ((G.build_generator(), z), (G.build_discriminator(), images(2))):
+    z = keras.random.normal((2, M.LATENT_DIM), seed=0)
+    for model, x in ((M.build_generator(), z), (M.build_discriminator(), images(2))):
         model.save(tmp_path / f"{model.name}.keras")
         loaded = keras.saving.load_model(tmp_path / f"{model.name}.keras")
         np.testing.assert_array_equal(loaded(x), model(x))
@@ -176,13 +183,13 @@ def test_command_line_trains_logs_and_resumes(tmp_path, fashion_mnist_dir, capsy
     argv = ["train", "--out", str(tmp_path), "--steps", "4", "--log-every", "2"]
     argv += ["--grid-every", "1", "--verbose", "0", "--no-jit"]
     argv += ["--score-images", "100"]
-    G.main(argv)
+    train_gan.main(argv)
     with pytest.raises(SystemExit) as refused:
-        G.main(argv)  # refuses to overwrite a run
+        train_gan.main(argv)  # refuses to overwrite a run
     assert refused.value.code == 2 and "--resume" in capsys.readouterr().err
-    G.main([*argv[:4], "6", *argv[5:], "--resume"])
+    train_gan.main([*argv[:4], "6", *argv[5:], "--resume"])
     assert "resumed from step 4" in capsys.readouterr().out
-    run = G.read_run(tmp_path)
+    run = read_run(tmp_path)
     np.testing.assert_array_equal(run["scores"]["step"], [2, 4, 6])
     np.testing.assert_array_equal(run["losses"]["step"], np.arange(1, 7))
     provenance = json.loads((tmp_path / "provenance.json").read_text())
@@ -198,12 +205,12 @@ def test_committed_generator_beats_untrained_one(fashion_mnist_dir):
     classifier = load_classifier()
     _, (x_test, _) = load_fashion_mnist()
     reference = reference_stats(classifier, x_test[:2000])
-    z = keras.random.normal((500, G.LATENT_DIM), seed=0)
+    z = keras.random.normal((500, M.LATENT_DIM), seed=0)
     trained, _ = load_committed_generator()
     keras.utils.set_random_seed(0)
     scores = [
-        quality_scores(classifier, G.generate(model, z), reference)
-        for model in (trained, G.build_generator())
+        quality_scores(classifier, generate(model, z), reference)
+        for model in (trained, M.build_generator())
     ]
     assert scores[0]["frechet"] < 0.5 * scores[1]["frechet"]
     assert scores[0]["coverage"] > scores[1]["coverage"] + 0.2
@@ -238,13 +245,13 @@ def tiny_networks():
         [
             keras.Input((8,)),
             keras.layers.Dense(28 * 28, activation="sigmoid"),
-            keras.layers.Reshape(G.IMAGE_SHAPE),
+            keras.layers.Reshape(IMAGE_SHAPE),
         ],
         name="generator",
     )
     discriminator = keras.Sequential(
         [
-            keras.Input(G.IMAGE_SHAPE),
+            keras.Input(IMAGE_SHAPE),
             keras.layers.Conv2D(4, 3, strides=4),
             keras.layers.Flatten(),
             keras.layers.Dense(1),

@@ -10,7 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from fitbook import gan as G
+from fitbook.data import image_dataset
+from fitbook.runs import SCORE_COLUMNS, read_run, truncate_run
+from fitbook.tools import train_gan
 
 # A tiny run: 64 training images in batches of 4, logs and checkpoints every 2
 # steps, scores on 16 images against 100 real ones, no XLA, no image grids.
@@ -91,7 +93,7 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(tmp_path, fashion_mnist
         if name == "scores.csv":  # all but the last column, the wall time
             lines = [[line.rsplit(",", 1)[0] for line in run] for run in lines]
         assert lines[0] == lines[1], name
-    run = G.read_run(killed_dir)
+    run = read_run(killed_dir)
     np.testing.assert_array_equal(run["losses"]["step"], np.arange(1, STEPS + 1))
     np.testing.assert_array_equal(run["scores"]["step"], np.arange(2, STEPS + 1, 2))
 
@@ -99,7 +101,7 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(tmp_path, fashion_mnist
 def error_of(argv, capsys):
     """Run ``main(argv)``; return its stderr after checking it exited with 2."""
     with pytest.raises(SystemExit) as exit_info:
-        G.main(argv)
+        train_gan.main(argv)
     assert exit_info.value.code == 2
     return capsys.readouterr().err
 
@@ -166,30 +168,30 @@ def test_truncate_run_drops_later_and_partial_rows(tmp_path):
     (tmp_path / "losses.csv").write_text(
         "step,d_loss,g_loss\n1,0.5,0.7\n2,0.4,0.8\n3,0.3,0"  # killed mid-row
     )
-    (tmp_path / "scores.csv").write_text(",".join(G.SCORE_COLUMNS) + "\n")
-    G.truncate_run(tmp_path, 2)
+    (tmp_path / "scores.csv").write_text(",".join(SCORE_COLUMNS) + "\n")
+    truncate_run(tmp_path, 2)
     assert (tmp_path / "losses.csv").read_text() == (
         "step,d_loss,g_loss\n1,0.5,0.7\n2,0.4,0.8\n"
     )
     assert not (tmp_path / "scores.csv").exists()  # no row left
-    G.truncate_run(tmp_path, 0)
+    truncate_run(tmp_path, 0)
     assert not (tmp_path / "losses.csv").exists()
 
 
 def test_image_dataset_is_a_pure_function_of_seed_and_position():
     x = np.arange(10, dtype="float32").reshape(10, 1, 1, 1)
-    whole = [b.numpy().ravel() for b in G.image_dataset(x, 3, seed=1, repeat=True)
+    whole = [b.numpy().ravel() for b in image_dataset(x, 3, seed=1, repeat=True)
              .take(9)]
-    later = [b.numpy().ravel() for b in G.image_dataset(x, 3, seed=1, repeat=True,
+    later = [b.numpy().ravel() for b in image_dataset(x, 3, seed=1, repeat=True,
                                                         start=4).take(5)]
     assert all(np.array_equal(a, b) for a, b in zip(whole[4:], later))
     for epoch in range(3):  # 3 batches of 3 per epoch, without repeats
         images = np.concatenate(whole[3 * epoch : 3 * epoch + 3])
         assert len(set(images)) == 9
     assert not np.array_equal(np.concatenate(whole[:3]), np.concatenate(whole[3:6]))
-    other_seed = G.image_dataset(x, 3, seed=2).take(3)
+    other_seed = image_dataset(x, 3, seed=2).take(3)
     assert not np.array_equal(
         np.concatenate([b.numpy().ravel() for b in other_seed]),
         np.concatenate(whole[:3]),
     )
-    assert len(list(G.image_dataset(x, 3))) == 3  # one epoch without repeat
+    assert len(list(image_dataset(x, 3))) == 3  # one epoch without repeat

@@ -6,6 +6,8 @@ import pytest
 import tensorflow as tf
 
 from fitbook import gan as G
+from fitbook import models as M
+from fitbook.data import image_dataset
 from fitbook.gan_loop import GanTrainer, train_gan_loop
 
 
@@ -16,7 +18,7 @@ def images(n, seed=0):
 
 def trainer_like(gan, seed):
     """A ``GanTrainer`` with fresh networks holding ``gan``'s current weights."""
-    g, d = G.build_generator(), G.build_discriminator()
+    g, d = M.build_generator(), M.build_discriminator()
     g.set_weights(gan.generator.get_weights())
     d.set_weights(gan.discriminator.get_weights())
     loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
@@ -57,7 +59,7 @@ def crash_after(batches, count):
 
 def exact_trainer(gan, seed):
     """``trainer_like`` without XLA: tiny runs compile faster than they train."""
-    g, d = G.build_generator(), G.build_discriminator()
+    g, d = M.build_generator(), M.build_discriminator()
     g.set_weights(gan.generator.get_weights())
     d.set_weights(gan.discriminator.get_weights())
     loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
@@ -66,7 +68,7 @@ def exact_trainer(gan, seed):
 
 
 def test_interrupted_loop_resumes_bit_for_bit(tmp_path):
-    data = G.image_dataset(images(12), 4, seed=1, repeat=True)  # reshuffled
+    data = image_dataset(images(12), 4, seed=1, repeat=True)  # reshuffled
     gan = G.build_gan(seed=3, jit_compile=False)
     straight, first, second = (exact_trainer(gan, seed=3) for _ in range(3))
     history = train_gan_loop(straight, data, 5, tmp_path / "straight", verbose=0)

@@ -9,13 +9,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from fitbook.input_gradients import (  # noqa: E402
-    build_classifier,
     finite_difference_gradient,
     input_gradient,
     maximize_class,
     plot_saliency,
     saliency_map,
 )
+from fitbook.models import classifier  # noqa: E402
 from fitbook.reproducibility import set_seed  # noqa: E402
 
 
@@ -74,7 +74,7 @@ def test_class_index_out_of_range_is_rejected():
 
 
 def test_classifier_outputs_logits_and_saliency_plot_checks_lengths():
-    model = build_classifier()
+    model = classifier(conv=(16, 32), hidden=None)
     assert model.output_shape == (None, 10)
     assert model.layers[-1].activation is keras.activations.linear
     x = np.random.default_rng(2).random((2, 28, 28, 1)).astype(np.float32)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fitbook import quality as Q
+from fitbook.models import classifier as build_classifier
 
 
 def test_frechet_distance_of_1d_gaussians_matches_closed_form():
@@ -59,7 +60,7 @@ def test_class_coverage_is_one_for_uniform_and_zero_for_one_class():
 
 
 def test_quality_scores_ranges_on_an_untrained_classifier():
-    classifier = Q.build_classifier()
+    classifier = build_classifier(conv=(32, 64), hidden=64, features=Q.FEATURES_LAYER)
     rng = np.random.default_rng(0)
     x = rng.random((40, 28, 28, 1)).astype("float32")
     reference = Q.reference_stats(classifier, x)
@@ -67,7 +68,7 @@ def test_quality_scores_ranges_on_an_untrained_classifier():
     assert set(scores) == {"confidence", "coverage", "frechet"}
     assert 0.1 <= scores["confidence"] <= 1.0 and 0.0 <= scores["coverage"] <= 1.0
     assert scores["frechet"] == pytest.approx(0.0, abs=1e-6)  # same images
-    with pytest.raises(ValueError, match=r"\(n, 28, 28, 1\)"):
+    with pytest.raises(ValueError, match=r"\(batch, 28, 28, 1\)"):
         Q.quality_scores(classifier, x[..., 0], reference)
 
 

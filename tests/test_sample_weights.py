@@ -8,25 +8,18 @@ from keras.src.trainers.data_adapters.data_adapter_utils import (
     class_weight_to_sample_weights as keras_class_weight_to_sample_weights,
 )
 
+from conftest import WEIGHTED_BATCH_SIZE, WEIGHTED_N, weighted_classifier
+from fitbook import batches
 from fitbook import sample_weights as sw
 from fitbook.reproducibility import set_seed
 
-N, BATCH_SIZE = 50, 16  # 16 + 16 + 16 + 2: the last batch is partial
+N, BATCH_SIZE = WEIGHTED_N, WEIGHTED_BATCH_SIZE
+compiled = weighted_classifier
 
 
 @pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(0)
-    x = rng.random((N, 28, 28, 1), dtype=np.float32)
-    y = rng.integers(0, 3, N)
-    sample_weight = rng.random(N).astype("float32")
-    return x, y, sample_weight
-
-
-def compiled(model_class, weights=None):
-    """A compiled 3-class classifier, seeded, optionally starting from weights."""
-    set_seed(0)
-    return sw.make_classifier(model_class, num_classes=3, weights=weights)
+def data(weighted_data):
+    return weighted_data
 
 
 def fit_both(data, **fit_kwargs):
@@ -163,17 +156,17 @@ def test_sample_weight_of_wrong_length_fails_at_run_time(data):
 
 def test_check_sample_weight_with_known_shapes():
     y = tf.zeros(4)
-    assert sw.check_sample_weight(np.ones(4), y).shape == (4,)
+    assert batches.check_sample_weight(np.ones(4), y).shape == (4,)
     with pytest.raises(ValueError, match="3 weights for a batch of 4 targets"):
-        sw.check_sample_weight(np.ones(3), y)
+        batches.check_sample_weight(np.ones(3), y)
     with pytest.raises(ValueError, match=r"shape \(4, 1\); expected shape"):
-        sw.check_sample_weight(np.ones((4, 1)), y)
+        batches.check_sample_weight(np.ones((4, 1)), y)
 
 
 def test_check_sample_weight_of_unknown_rank_fails_at_run_time():
     # After several traces, tf.function may relax shapes to an unknown rank.
     check = tf.function(
-        sw.check_sample_weight,
+        batches.check_sample_weight,
         input_signature=[tf.TensorSpec(None), tf.TensorSpec(None)],
     )
     np.testing.assert_array_equal(check(tf.ones(3), tf.zeros(3)), np.ones(3))

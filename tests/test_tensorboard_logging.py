@@ -8,14 +8,10 @@ import pytest
 import tensorflow as tf
 
 from fitbook import tensorboard_logging as tbl
-from fitbook.gan import (
-    FIXED_RECIPE,
-    build_discriminator,
-    build_generator,
-    image_dataset,
-    make_optimizers,
-)
+from fitbook.data import image_dataset
+from fitbook.gan import FIXED_RECIPE, make_optimizers
 from fitbook.gan_loop import train_gan_loop
+from fitbook.models import build_discriminator, build_generator
 
 STEPS = 4  # 32 images in batches of 8
 TAGS = ["loss/discriminator", "loss/generator", "discriminator/last_kernel"]

@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import WEIGHTED_BATCH_SIZE as BATCH_SIZE
+from conftest import WEIGHTED_N as N
+from conftest import weighted_classifier as compiled
 from fitbook import test_step as ts
-from test_sample_weights import BATCH_SIZE, N, compiled, data  # noqa: F401 (fixture)
+
+
+@pytest.fixture(scope="module")
+def data(weighted_data):
+    return weighted_data
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,22 @@
 """The timing helper every throughput number uses. No assertion here depends on
 how fast anything runs."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from fitbook.fit_internals import build_classifier
+from fitbook.models import classifier
 from fitbook.timing import (
     Measurement,
     dataset_run,
+    epoch_steps,
     finish,
     fit_run,
+    html_table,
+    markdown_table,
+    measurement_table,
+    time_run,
     time_runs,
     time_steps,
 )
@@ -44,7 +50,24 @@ def test_time_steps_calls_the_step_steps_times_per_round():
 
 def test_finish_reads_nested_tensors_back():
     value = {"a": tf.constant(1.0), "b": [tf.Variable(2.0), 3]}
-    assert finish(value) is value
+    result = finish(value)
+    assert result == {"a": 1.0, "b": [2.0, 3]}
+    assert isinstance(result["a"], (np.ndarray, np.generic))
+    assert isinstance(result["b"][0], (np.ndarray, np.generic))
+    assert result["b"][1] == 3 and isinstance(result["b"][1], int)
+
+
+def test_epoch_steps_counts_the_partial_batch():
+    assert epoch_steps(100, 32) == 4
+    assert epoch_steps(96, 32) == 3
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        epoch_steps(10, 0)
+
+
+def test_time_run_and_median_rate():
+    m = time_run("noop", lambda: tf.constant(0.0), steps=4, repeats=3)
+    assert m.name == "noop" and len(m.seconds) == 3
+    assert Measurement("m", 10, (1.0, 2.0, 4.0)).median_steps_per_second == 5.0
 
 
 def test_measurement_ratio_and_spread():
@@ -73,7 +96,7 @@ def test_time_runs_needs_runs():
 def test_fit_run_trains_one_epoch_per_call():
     x = np.random.default_rng(0).random((20, 28, 28, 1)).astype("float32")
     y = np.arange(20) % 10
-    model = build_classifier(hidden=8)
+    model = classifier(keras.Model, hidden=8, seed=0, probabilities=True)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     run = fit_run(model, x, y, batch_size=8)
     run()
@@ -84,10 +107,45 @@ def test_fit_run_trains_one_epoch_per_call():
 def test_dataset_run_trains_that_many_steps_per_call():
     x = np.random.default_rng(0).random((8, 28, 28, 1)).astype("float32")
     dataset = tf.data.Dataset.from_tensor_slices((x, np.arange(8) % 10))
-    model = build_classifier(hidden=8)
+    model = classifier(keras.Model, hidden=8, seed=0, probabilities=True)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     run = dataset_run(model, dataset.repeat().batch(4), steps=3)
     run()
     assert int(model.optimizer.iterations.numpy()) == 3
     with pytest.raises(ValueError, match="steps must be a positive int"):
         dataset_run(model, dataset, steps=0)
+
+
+def test_markdown_table():
+    text = markdown_table(("a", "b"), [(1, "x|y"), (2.5, "z")])
+    assert text.splitlines() == [
+        "| a | b |",
+        "| --- | --- |",
+        "| 1 | x\\|y |",
+        "| 2.5 | z |",
+    ]
+    with pytest.raises(ValueError, match="2 cells"):
+        markdown_table(("a", "b"), [(1,)])
+
+
+def test_measurement_table_ratios():
+    base = Measurement("fit()", steps=10, seconds=(1.0,), batch_size=100)
+    twice = Measurement("fast", steps=10, seconds=(0.5, 1.0), batch_size=100)
+    lines = measurement_table([base, twice], baseline="fit()").splitlines()
+    assert lines[0] == "| run | steps/s | samples/s | vs fit() | median/best |"
+    assert lines[2] == "| fit() | 10.0 | 1,000 | 1.00x | 1.00 |"
+    assert lines[3] == "| fast | 20.0 | 2,000 | 2.00x | 1.50 |"
+    with pytest.raises(ValueError, match="no measurement named"):
+        measurement_table([base], baseline="missing")
+
+
+def test_html_table_escapes_and_matches_the_markdown_cells():
+    text = html_table(("a", "b"), [(1, "<x>")])
+    assert text == (
+        "<table><thead><tr><th>a</th><th>b</th></tr></thead>"
+        "<tbody><tr><td>1</td><td>&lt;x&gt;</td></tr></tbody></table>"
+    )
+    base = Measurement("fit()", steps=10, seconds=(1.0,), batch_size=100)
+    assert "<td>1.00x</td>" in measurement_table([base], base, html=True)
+    with pytest.raises(ValueError, match="2 cells"):
+        html_table(("a", "b"), [(1,)])

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fitbook.fit_internals import build_classifier
+from conftest import labeled_images
+from fitbook.batches import batch_size_of, unpack_x_y
+from fitbook.models import classifier
 from fitbook.train_step import (
     CustomTrainStepModel,
     LastBatchModel,
@@ -17,10 +19,8 @@ from fitbook.train_step import (
     OwnLossModel,
     UnlistedTrackerModel,
     UnscaledLossModel,
-    batch_size_of,
     build_two_output_model,
     loss_tracker,
-    unpack_x_y,
     update_norm,
 )
 
@@ -30,14 +30,12 @@ COMPILED = dict(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 @pytest.fixture(scope="module")
 def data():
     """256 random images in 4 batches of 64, so epochs hold equal sample counts."""
-    rng = np.random.default_rng(0)
-    x = rng.random((256, 28, 28, 1), dtype="float32")
-    return x, rng.integers(0, 10, 256)
+    return labeled_images(256, seed=0)
 
 
 def train(model_class, x, y, epochs=2, callbacks=(), **compile_options):
     """Fit a seed-0 classifier of ``model_class``; return it and its History."""
-    model = build_classifier(model_class, seed=0)
+    model = classifier(model_class, seed=0, probabilities=True)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), **compile_options)
     history = model.fit(
         x, y, batch_size=64, epochs=epochs, shuffle=False, verbose=0,
@@ -126,7 +124,7 @@ def test_unpack_x_y_says_what_a_batch_must_be(name):
 @pytest.mark.parametrize("model_class", [CustomTrainStepModel, OwnLossModel])
 def test_fit_with_bad_batches_raises_clear_errors(data, model_class):
     x, y = data
-    model = build_classifier(model_class)
+    model = classifier(model_class, seed=0, probabilities=True)
     options = COMPILED if model_class is CustomTrainStepModel else {}
     model.compile(optimizer="adam", **options)
     with pytest.raises(ValueError, match=r"must be \(x, y\); got 1 element"):
@@ -173,7 +171,7 @@ def test_metrics_loop_counts_per_output_losses_twice(two_outputs):
 
 
 def test_loss_tracker_needs_a_compiled_model():
-    model = build_classifier(CustomTrainStepModel)
+    model = classifier(CustomTrainStepModel, seed=0, probabilities=True)
     with pytest.raises(ValueError, match="no metric named 'loss'.*compile"):
         loss_tracker(model)
     model.compile(optimizer="sgd", loss="mse")

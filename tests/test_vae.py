@@ -119,15 +119,6 @@ def test_plot_latent_means_checks_shapes():
 # --- Every dtype policy, weighted trackers, sample weights (issue 12) ---------
 
 
-@pytest.fixture(params=["float32", "mixed_float16", "mixed_bfloat16"])
-def policy(request):
-    """Run the test under each global dtype policy, then restore the previous one."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(request.param)
-    yield request.param
-    keras.config.set_dtype_policy(previous)
-
-
 def one_step_update_norm(optimizer):
     """Norm of the weight change of one fit() step of a fresh, seeded VAE."""
     set_seed(0)  # the same weights and draws under every policy

@@ -4,6 +4,15 @@ Importing the package first checks that Keras will use its TensorFlow backend
 (the custom steps use ``tf.GradientTape`` and ``tf.function``; chapter "Setup"),
 then imports TensorFlow and Keras without their start-up noise on stderr (see
 :mod:`fitbook.tf_noise`); every chapter starts with it.
+
+The package holds three kinds of module (tests/test_layout.py checks the rule):
+
+- building blocks, listed in ``BLOCKS``: shared by many chapters; they import
+  other blocks only;
+- chapter modules, named after their chapter (``book/<stem>.md`` ->
+  ``<stem>.py`` or ``<stem>_<topic>.py``): they import blocks and the modules of
+  the same or earlier chapters only;
+- tools, in ``fitbook.tools``: command-line programs, never shown in a chapter.
 """
 
 import json
@@ -61,3 +70,19 @@ from fitbook.tf_noise import import_tensorflow_quietly  # noqa: E402
 import_tensorflow_quietly()
 
 __version__ = "0.1.0"
+
+# The building blocks, in the order the API page lists them.
+BLOCKS = (
+    "data",
+    "models",
+    "batches",
+    "checks",
+    "timing",
+    "checkpoints",
+    "callbacks",
+    "runs",
+    "plots",
+    "quality",
+    "reproducibility",
+    "tf_noise",
+)

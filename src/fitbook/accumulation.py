@@ -16,8 +16,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fitbook.fit_internals import build_classifier
-from fitbook.train_step import batch_size_of, loss_tracker, unpack_x_y
+from fitbook.batches import batch_size_of, unpack_x_y
+from fitbook.models import classifier
+from fitbook.train_step import loss_tracker
 
 
 class AccumulatingModel(keras.Model):
@@ -132,7 +133,7 @@ def make_model(kind, optimizer, accumulation_steps=None, seed=0, learning_rate=N
         model_class = functools.partial(
             AccumulatingModel, accumulation_steps=accumulation_steps
         )
-        model = build_classifier(model_class, hidden=32, seed=seed)
+        model = classifier(model_class, hidden=32, seed=seed, probabilities=True)
         model.compile(
             make_optimizer(optimizer, None, learning_rate),
             "sparse_categorical_crossentropy",
@@ -140,7 +141,7 @@ def make_model(kind, optimizer, accumulation_steps=None, seed=0, learning_rate=N
         )
     elif kind in ("big", "keras"):
         steps = accumulation_steps if kind == "keras" else None
-        model = build_classifier(keras.Model, hidden=32, seed=seed)
+        model = classifier(keras.Model, hidden=32, seed=seed, probabilities=True)
         model.compile(
             make_optimizer(optimizer, steps, learning_rate),
             "sparse_categorical_crossentropy",

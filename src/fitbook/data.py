@@ -14,7 +14,6 @@ is the same wherever the files came from.
 Run ``python -m fitbook.data`` to see where the data is found (or why not).
 """
 
-import argparse
 import dataclasses
 import gzip
 import hashlib
@@ -22,11 +21,15 @@ import os
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
+import tensorflow as tf
 
 DATA_DIR_ENV = "FITBOOK_DATA_DIR"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 KERAS_SUBDIR = Path("datasets") / "fashion-mnist"  # where Keras caches the files
+
+IMAGE_SHAPE = (28, 28, 1)  # one Fashion-MNIST image: 28x28 pixels, one channel
 
 CLASS_NAMES = (
     "T-shirt/top",
@@ -100,8 +103,6 @@ def missing_files(directory):
 
 def download_fashion_mnist():
     """Let Keras download the files into its cache; return that directory."""
-    import keras
-
     keras.datasets.fashion_mnist.load_data()
     return keras_cache_dir()
 
@@ -200,8 +201,6 @@ def load_fashion_mnist(directory=None):
 
 def load_mnist():
     """Return MNIST digits in the same format, through Keras (needs a download)."""
-    import keras
-
     (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
     return (
         (to_images(x_train), y_train.astype("int64")),
@@ -209,27 +208,36 @@ def load_mnist():
     )
 
 
-def main(argv=None):
-    """Command line: print where Fashion-MNIST is, after checking every file."""
-    parser = argparse.ArgumentParser(
-        prog="python -m fitbook.data", description=main.__doc__
-    )
-    parser.add_argument(
-        "--no-download",
-        action="store_true",
-        help="fail instead of asking Keras to download the files",
-    )
-    args = parser.parse_args(argv)
-    try:
-        directory = locate_fashion_mnist(download=not args.no_download)
-        for spec in FASHION_MNIST_FILES:
-            read_idx_file(directory / spec.name, spec)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"Fashion-MNIST: {directory} (all four files verified)")
-    return 0
+def image_dataset(x, batch_size, seed=0, repeat=False, start=0):
+    """Shuffled batches of images (no labels), from batch ``start`` on.
+
+    Batch ``b`` is a pure function of ``(seed, b)``: it belongs to epoch ``b //
+    (len(x) // batch_size)``, a permutation of ``x`` drawn from ``(seed, epoch)``
+    alone (without the last partial batch), so a run resumed at step ``start``
+    sees exactly the batches an uninterrupted run would (chapters "A GAN",
+    "WGAN-GP").
+    """
+    n = len(x)
+    per_epoch = n // batch_size
+    if per_epoch < 1 or start < 0:
+        raise ValueError(
+            f"need 0 <= start and batch_size <= len(x), got start={start}, "
+            f"batch_size={batch_size} for {n} images."
+        )
+    images = tf.convert_to_tensor(x)
+
+    def batch(b):  # b: the batch's index counted from the first epoch's first
+        epoch, first = b // per_epoch, (b % per_epoch) * batch_size
+        positions = first + tf.range(batch_size, dtype="int64")
+        key = tf.stack([tf.constant(seed, "int64"), epoch])  # one permutation each
+        order = tf.random.experimental.index_shuffle(positions, key, n - 1)
+        return tf.gather(images, order)
+
+    stop = np.iinfo("int64").max if repeat else per_epoch
+    return tf.data.Dataset.range(start, stop).map(batch).prefetch(tf.data.AUTOTUNE)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # `python -m fitbook.data` (chapter "Setup")
+    from fitbook.tools.check_data import main
+
     sys.exit(main())

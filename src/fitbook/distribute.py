@@ -13,16 +13,16 @@ TensorFlow fixes its devices when its runtime starts.
 """
 
 import functools
-import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from fitbook.fit_internals import build_classifier
+from fitbook.batches import batch_size_of, unpack_x_y
+from fitbook.models import classifier
 from fitbook.sample_weights import largest_difference
-from fitbook.timing import time_runs
-from fitbook.train_step import batch_size_of, loss_tracker, unpack_x_y
+from fitbook.timing import epoch_steps, time_run
+from fitbook.train_step import loss_tracker
 
 
 def split_cpu(n):
@@ -93,7 +93,7 @@ def fit_under(strategy, model_class, x, y, batch_size, epochs=1, learning_rate=0
     strategies can be compared weight for weight.
     """
     with strategy.scope():  # variables and optimizer slots become mirrored
-        model = build_classifier(model_class, hidden=32)
+        model = classifier(model_class, hidden=32, seed=0, probabilities=True)
         model.compile(
             optimizer=keras.optimizers.SGD(learning_rate),
             loss="sparse_categorical_crossentropy",
@@ -222,14 +222,14 @@ def loop_under(
     """Train a classifier with ``trainer_class`` under ``strategy``; return the model
     and its epoch losses (chapter "Scaling out with tf.distribute")."""
     with strategy.scope():
-        model = build_classifier(keras.Model, hidden=32)
+        model = classifier(keras.Model, hidden=32, seed=0, probabilities=True)
         optimizer = keras.optimizers.SGD(learning_rate)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction=None)
     trainer = trainer_class(strategy, model, optimizer, loss_fn)
     return model, trainer.fit(x, y, global_batch_size, epochs)
 
 
-def fit_throughput(strategy, x, y, batch_size, repeats=3):
+def examples_per_second(strategy, x, y, batch_size, repeats=3):
     """Examples per second of ``fit()`` under ``strategy`` (chapter "Scaling out").
 
     One untimed warm-up epoch (tracing), then the fastest of ``repeats`` epochs.
@@ -237,6 +237,5 @@ def fit_throughput(strategy, x, y, batch_size, repeats=3):
     model, _ = fit_under(strategy, MirroredTrainStepModel, x, y, batch_size)
     dataset = batched(x, y, batch_size)
     run = functools.partial(model.fit, dataset, epochs=1, shuffle=False, verbose=0)
-    steps = math.ceil(len(x) / batch_size)
-    best = time_runs({"fit": run}, steps, rounds=repeats)["fit"]
+    best = time_run("fit", run, epoch_steps(len(x), batch_size), repeats)
     return len(x) / min(best.seconds)

@@ -19,9 +19,6 @@ from keras import ops
 from fitbook.gan import (
     FIXED_RECIPE,
     GAN,
-    LATENT_DIM,
-    build_discriminator,
-    build_generator,
     build_optimizer_state,
     discriminator_step,
     draw_step_noise,
@@ -30,6 +27,7 @@ from fitbook.gan import (
     ready_optimizer,
 )
 from fitbook.gan_loop import GanTrainer
+from fitbook.models import LATENT_DIM, build_discriminator, build_generator
 
 
 def step_noise(steps, batch_size, seed=0, latent_dim=LATENT_DIM):

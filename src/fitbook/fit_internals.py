@@ -6,13 +6,15 @@ one ``fit()`` call leaves a complete, ordered log of what happened.
 ``fit_throughput`` times fit() in steps per second.
 """
 
-import math
 
 import keras
 import matplotlib.pyplot as plt
 import tensorflow as tf
 
-from fitbook.timing import check_count, fit_run, time_runs
+from fitbook.batches import describe_batch, unpack_x
+from fitbook.checks import positive_int
+from fitbook.models import classifier
+from fitbook.timing import epoch_steps, fit_run, time_run
 
 # Rows of the timeline figure, top to bottom, in the order fit() first meets them.
 EVENT_ROWS = (
@@ -34,37 +36,6 @@ EVENT_ROWS = (
 )
 
 
-def build_classifier(model_class=keras.Model, hidden=64, seed=0):
-    """A small uncompiled Fashion-MNIST MLP of class ``model_class`` (chapter "What
-    fit() does").
-
-    The same ``seed`` gives the same initial weights, without touching the global
-    seed, so two models of different classes can start alike.
-    """
-    init = keras.initializers.GlorotUniform
-    inputs = keras.Input(shape=(28, 28, 1))
-    hidden_layer = keras.layers.Dense(
-        hidden, activation="relu", kernel_initializer=init(seed)
-    )
-    outputs = keras.layers.Dense(
-        10, activation="softmax", kernel_initializer=init(seed + 1)
-    )
-    return model_class(inputs, outputs(hidden_layer(keras.layers.Flatten()(inputs))))
-
-
-def describe_batch(data):
-    """Describe a batch's structure, e.g. ``"(float32 (None, 4), int64 (None,))"``.
-
-    Used by ``InstrumentedModel`` to show what ``train_step`` receives (chapter
-    "What fit() does").
-    """
-    if isinstance(data, (tuple, list)):
-        return "(" + ", ".join(describe_batch(item) for item in data) + ")"
-    if data is None:
-        return "None"
-    return f"{data.dtype.name} {tuple(data.shape)}"
-
-
 class InstrumentedModel(keras.Model):
     """Logs its steps and metric resets to ``self.events`` (chapter "What fit() does").
 
@@ -84,7 +55,7 @@ class InstrumentedModel(keras.Model):
     def record_call(self, name, data):
         """Log a trace of step ``name`` now and, from the graph, every call."""
         self.record(f"trace {name}", describe_batch(data))  # Python: tracing only
-        x = keras.utils.unpack_x_y_sample_weight(data)[0]
+        x = unpack_x(data)
         batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
         tf.py_function(lambda n: self.record(name, int(n)), [batch_size], [])
 
@@ -153,7 +124,7 @@ def record_fit(x, y=None, steps_per_execution=1, **fit_options):
     ``fit_options`` go to ``fit()`` unchanged (``batch_size``, ``epochs``,
     ``validation_data``, ``sample_weight``, ...); progress output is off.
     """
-    model = build_classifier(InstrumentedModel)
+    model = classifier(InstrumentedModel, seed=0, probabilities=True)
     model.compile(
         optimizer="adam",
         loss="sparse_categorical_crossentropy",
@@ -207,7 +178,7 @@ def fit_throughput(model, x, y, batch_size, repeats=3):
     """
     if not model.compiled:
         raise ValueError("fit_throughput needs a compiled model; call compile() first.")
-    check_count("repeats", repeats)
-    steps = math.ceil(len(x) / batch_size)
+    positive_int("repeats", repeats)
     run = fit_run(model, x, y, batch_size)
-    return time_runs({"fit": run}, steps, rounds=repeats)["fit"].steps_per_second
+    steps = epoch_steps(len(x), batch_size)
+    return time_run("fit", run, steps, repeats).steps_per_second

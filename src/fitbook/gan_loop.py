@@ -10,6 +10,7 @@ import itertools
 import keras
 import tensorflow as tf
 
+from fitbook.batches import unpack_x
 from fitbook.gan import SEED_RECIPE, gan_step, make_checkpoint
 
 
@@ -43,7 +44,7 @@ def train_gan_loop(trainer, dataset, steps, checkpoint_dir, save_every=100, verb
     """Train ``trainer`` to ``steps`` steps, resuming from its latest checkpoint.
 
     ``dataset`` yields image batches (or ``(images, labels)``) in the same order
-    every time it is iterated, e.g. ``gan.image_dataset(x, 64, seed, repeat=True)``
+    every time it is iterated, e.g. ``data.image_dataset(x, 64, seed, repeat=True)``
     or an unshuffled ``tf.data`` pipeline. A resumed run skips the batches before
     its checkpoint, so it sees what an uninterrupted run would: with the weights,
     optimizers and random state of the checkpoint, it ends bit for bit the same.
@@ -60,7 +61,7 @@ def train_gan_loop(trainer, dataset, steps, checkpoint_dir, save_every=100, verb
     history = {"step": [], "d_loss": [], "g_loss": []}
     batches = skip_batches(dataset, start)  # the data position of the checkpoint
     for step, data in zip(range(start + 1, steps + 1), batches):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x = unpack_x(data)
         d_loss, g_loss = (float(loss) for loss in trainer.train_step(x))
         for name, value in zip(history, (step, d_loss, g_loss)):
             history[name].append(value)

@@ -5,28 +5,11 @@ weights: here the input pixels, for saliency maps and for gradient ascent that
 draws what a class unit responds to.
 """
 
-import keras
 import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
 from fitbook.data import CLASS_NAMES
-
-
-def build_classifier(num_classes=10):
-    """A small conv net that outputs logits (chapter "The tape beyond weights")."""
-    return keras.Sequential(
-        [
-            keras.Input(shape=(28, 28, 1)),
-            keras.layers.Conv2D(16, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(32, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(),
-            keras.layers.Dense(num_classes),  # logits: the scores we differentiate
-        ],
-        name="classifier",
-    )
 
 
 def _check_class_index(model, class_index):

@@ -19,15 +19,16 @@ fitbook.quality`` trains the classifier and writes it, with a JSON of provenance
 to ``ARTIFACTS`` (or ``--out``).
 """
 
-import argparse
 import json
-import sys
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
-from keras import layers
+from keras import ops
+
+from fitbook.batches import check_images
+from fitbook.data import load_fashion_mnist
+from fitbook.models import LATENT_DIM
 
 # Package data (pyproject.toml, [tool.setuptools.package-data]): found next to
 # this module in a checkout and in an installed wheel alike.
@@ -35,35 +36,6 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "gan"
 CLASSIFIER_PATH = ARTIFACTS / "classifier.keras"
 FEATURES_LAYER = "features"  # the penultimate layer whose outputs are compared
 N_CLASSES = 10
-
-
-def build_classifier():
-    """A small CNN for 28x28x1 images with a named penultimate ``features`` layer."""
-    return keras.Sequential(
-        [
-            keras.Input(shape=(28, 28, 1)),
-            layers.Conv2D(32, 3, activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Conv2D(64, 3, activation="relu"),
-            layers.MaxPooling2D(),
-            layers.Flatten(),
-            layers.Dense(64, activation="relu", name=FEATURES_LAYER),
-            layers.Dense(N_CLASSES),
-        ],
-        name="classifier",
-    )
-
-
-def train_classifier(x, y, epochs=2, batch_size=128, verbose=2):
-    """Train ``build_classifier()`` on images ``x`` and integer labels ``y``."""
-    model = build_classifier()
-    model.compile(
-        optimizer="adam",
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=verbose)
-    return model
 
 
 def committed_artifact(*parts):
@@ -118,10 +90,7 @@ def load_committed_generator():
 def classifier_outputs(classifier, images, batch_size=500):
     """Return (class probabilities, penultimate features) for ``images``."""
     images = np.asarray(images, dtype="float32")
-    if images.ndim != 4 or images.shape[1:] != (28, 28, 1):
-        raise ValueError(
-            f"images must have shape (n, 28, 28, 1), got {images.shape}."
-        )
+    check_images(images, model="The classifier")
     both = keras.Model(
         classifier.inputs[0],
         [classifier.outputs[0], classifier.get_layer(FEATURES_LAYER).output],
@@ -196,37 +165,34 @@ def reference_stats(classifier, real_images):
     return gaussian_stats(classifier_outputs(classifier, real_images)[1])
 
 
-def main(argv=None):
-    """Train the classifier, report its test accuracy, save it with provenance."""
-    import fitbook  # noqa: F401  (quiet TensorFlow import)
-    from fitbook.data import FASHION_MNIST_FILES, load_fashion_mnist
-    from fitbook.reproducibility import set_seed
 
-    parser = argparse.ArgumentParser(prog="python -m fitbook.quality")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=CLASSIFIER_PATH)
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    set_seed(args.seed)
-    (x_train, y_train), (x_test, y_test) = load_fashion_mnist()
-    start = time.perf_counter()
-    model = train_classifier(x_train, y_train, epochs=args.epochs)
-    seconds = time.perf_counter() - start
-    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    model.save(args.out)
-    provenance = {
-        "command": "python -m fitbook.quality " + " ".join(argv),
-        "epochs": args.epochs,
-        "seed": args.seed,
-        "train_images_sha256": FASHION_MNIST_FILES[0].sha256,
-        "test_accuracy": float(accuracy),
-        "training_seconds": round(seconds, 1),
-    }
-    args.out.with_suffix(".json").write_text(json.dumps(provenance, indent=2) + "\n")
-    print(json.dumps(provenance, indent=2))
+def generate(generator, z, batch_size=250):
+    """Images from noise ``z`` as a NumPy array, a batch at a time (chapter "A GAN")."""
+    starts = range(0, len(z), batch_size)
+    return np.concatenate(
+        [ops.convert_to_numpy(generator(z[i : i + batch_size])) for i in starts]
+    )
 
 
+def make_scorer(n=1000, seed=0, real_images=None):
+    """Return generator -> quality scores of ``n`` images from fixed noise.
+
+    ``real_images`` are the Fréchet reference; default: Fashion-MNIST's test set.
+    """
+    classifier = load_classifier()
+    if real_images is None:
+        _, (real_images, _) = load_fashion_mnist()
+    reference = reference_stats(classifier, real_images)
+    z = keras.random.normal((n, LATENT_DIM), seed=seed)
+
+    def score(generator):
+        return quality_scores(classifier, generate(generator, z), reference)
+
+    return score
+
+
+# Keeps `python -m fitbook.quality` (as classifier.json records it) working:
 if __name__ == "__main__":
+    from fitbook.tools.train_classifier import main
+
     main()

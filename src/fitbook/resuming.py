@@ -24,17 +24,15 @@ import numpy as np
 import tensorflow as tf
 
 from fitbook.checkpoints import TrainingCheckpoint
-from fitbook.fit_internals import build_classifier
+from fitbook.data import image_dataset
 from fitbook.gan import (
     GAN,
     SEED_RECIPE,
     GanRecipe,
-    build_discriminator,
-    build_generator,
     build_optimizer_state,
-    image_dataset,
     make_optimizers,
 )
+from fitbook.models import build_discriminator, build_generator, classifier
 from fitbook.train_step import CustomTrainStepModel
 
 N, BATCH_SIZE, EPOCHS = 64, 8, 3  # 8 steps per epoch, 24 in all
@@ -52,7 +50,7 @@ def toy_data(seed=0):
 def make_model(kind="builtin"):
     """A compiled classifier, Adam under a decaying learning rate, always the same
     initial weights (chapter "Saving and resuming fit()")."""
-    model = build_classifier(MODEL_CLASSES[kind], hidden=16, seed=0)
+    model = classifier(MODEL_CLASSES[kind], hidden=16, seed=0, probabilities=True)
     schedule = keras.optimizers.schedules.ExponentialDecay(0.01, 1, 0.9)
     model.compile(
         keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy",

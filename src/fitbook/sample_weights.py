@@ -15,63 +15,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
-from fitbook.train_step import batch_size_of, loss_tracker
-
-
-def unpack_batch(data):
-    """Split a batch into checked ``x, y, sample_weight`` (chapter "Sample weights")."""
-    if isinstance(data, (tuple, list)) and len(data) > 3:
-        shapes = ", ".join(str(tuple(t.shape)) for t in tf.nest.flatten(data))
-        raise ValueError(
-            "A batch must be x, (x,), (x, y) or (x, y, sample_weight); got "
-            f"{len(data)} elements with shapes {shapes}. Make the dataset yield "
-            "at most three elements."
-        )
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    if y is None:
-        raise ValueError(
-            "A training or evaluation batch needs targets y; got x alone. Pass "
-            "y to fit() or evaluate(), or make the dataset yield (x, y) or "
-            "(x, y, sample_weight)."
-        )
-    if sample_weight is not None:  # one array, or one per output of the model
-        first_y = tf.nest.flatten(y)[0]
-        sample_weight = tf.nest.map_structure(
-            lambda weights: check_sample_weight(weights, first_y), sample_weight
-        )
-    return x, y, sample_weight
-
-
-def check_sample_weight(sample_weight, y):
-    """Return ``sample_weight`` if it holds one weight per sample of ``y``, else raise.
-
-    Used by ``unpack_batch`` (chapter "Sample weights"). Shapes known while
-    tracing are checked at once; a batch size known only at run time is checked
-    by an assertion inside the graph.
-    """
-    sample_weight, y = tf.convert_to_tensor(sample_weight), tf.convert_to_tensor(y)
-    expected = f"shape (batch_size,) = ({y.shape[0]},), one weight per sample"
-    if sample_weight.shape.rank not in (None, 1):
-        raise ValueError(
-            f"sample_weight has shape {sample_weight.shape}; expected {expected}. "
-            "Reshape it with sample_weight.reshape(-1) or pass one number per "
-            "sample."
-        )
-    n_weights, n_targets = sample_weight.shape.num_elements(), y.shape[0]
-    if n_weights is not None and n_targets is not None and n_weights != n_targets:
-        raise ValueError(
-            f"sample_weight has {n_weights} weights for a batch of {n_targets} "
-            f"targets; expected {expected}."
-        )
-    matches = tf.logical_and(
-        tf.equal(tf.rank(sample_weight), 1),
-        tf.equal(tf.size(sample_weight), tf.shape(y)[0]),
-    )
-    check = tf.debugging.Assert(
-        matches, [f"sample_weight does not match the batch; expected {expected}"]
-    )
-    with tf.control_dependencies([check]):  # check before any use of the weights
-        return tf.identity(sample_weight)
+from fitbook.batches import batch_size_of, unpack_batch
+from fitbook.models import classifier
+from fitbook.train_step import loss_tracker
 
 
 class WeightedTrainStepModel(keras.Model):
@@ -113,11 +59,9 @@ def make_classifier(model_class=keras.Model, num_classes=10, weights=None):
     alike. Accuracy is reported twice: unweighted (``metrics=``) and weighted by
     the sample weights (``weighted_metrics=``).
     """
-    inputs = keras.Input(shape=(28, 28, 1))
-    hidden = keras.layers.Flatten()(inputs)
-    hidden = keras.layers.Dense(64, activation="relu")(hidden)
-    outputs = keras.layers.Dense(num_classes, activation="softmax")(hidden)
-    model = model_class(inputs, outputs)
+    model = classifier(
+        model_class, hidden=64, num_classes=num_classes, probabilities=True
+    )
     if weights is not None:
         model.set_weights(weights)
     model.compile(

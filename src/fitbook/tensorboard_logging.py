@@ -14,11 +14,13 @@ import os
 import types
 
 import keras
+import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from fitbook.gan import GAN, gan_step, unpack_images
+from fitbook.batches import unpack_images
+from fitbook.gan import GAN, gan_step
 from fitbook.gan_loop import GanTrainer
 
 try:  # tf.summary's own functions, when TensorBoard is installed
@@ -192,8 +194,6 @@ def steps_of(events, tag):
 def plot_scalars(events, tags, title, ax=None):
     """Plot the scalar ``tags`` against their logged steps, as TensorBoard's
     Scalars tab would draw them; return the figure."""
-    import matplotlib.pyplot as plt
-
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.2))
     for tag in tags:

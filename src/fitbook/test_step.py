@@ -7,11 +7,11 @@ changes what ``predict()`` returns. The NumPy functions compute the same numbers
 over a whole data set without Keras, to check them.
 """
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from fitbook.sample_weights import WeightedTrainStepModel, unpack_batch
+from fitbook.batches import unpack_batch, unpack_x
+from fitbook.sample_weights import WeightedTrainStepModel
 
 EPSILON = 1e-7  # Keras clips probabilities to [EPSILON, 1 - EPSILON] before log
 
@@ -37,7 +37,7 @@ class ClassPredictingModel(WeightedTestStepModel):
     """Predicts class indices and probabilities (chapter "Overriding test_step")."""
 
     def predict_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x = unpack_x(data)
         probabilities = self(x, training=False)
         return {
             "class_index": tf.argmax(probabilities, axis=-1),

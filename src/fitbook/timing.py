@@ -8,10 +8,14 @@ It needs nothing but TensorFlow, so every other module can import it.
 
 import dataclasses
 import functools
+import html
+import math
 import statistics
 import time
 
 import tensorflow as tf
+
+from fitbook.checks import positive_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,24 +46,27 @@ class Measurement:
         """Median round time over the best one: 1.0 on a quiet machine."""
         return statistics.median(self.seconds) / min(self.seconds)
 
+    @property
+    def median_steps_per_second(self):
+        """Steps per second of the median round."""
+        return self.steps / statistics.median(self.seconds)
+
     def ratio(self, baseline):
         """This contender's steps per second over ``baseline``'s."""
         return self.steps_per_second / baseline.steps_per_second
 
 
 def finish(result):
-    """Read every tensor in ``result`` back to NumPy, so queued work is done."""
-    for value in tf.nest.flatten(result):
-        if isinstance(value, (tf.Tensor, tf.Variable)):
-            value.numpy()
-    return result
+    """``result`` with every tensor read back to NumPy, so queued work is done."""
+    return tf.nest.map_structure(
+        lambda v: v.numpy() if isinstance(v, (tf.Tensor, tf.Variable)) else v,
+        result,
+    )
 
 
-def check_count(name, value):
-    """Return ``value`` if it is a positive int, else raise a clear ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    return value
+def epoch_steps(n, batch_size):
+    """Steps in one epoch of ``n`` samples: the last batch may be partial."""
+    return math.ceil(positive_int("n", n) / positive_int("batch_size", batch_size))
 
 
 def time_runs(runs, steps, rounds=3, warmup=1, batch_size=1):
@@ -71,9 +78,9 @@ def time_runs(runs, steps, rounds=3, warmup=1, batch_size=1):
     processes hits all of them alike. Whatever a run returns is read back
     (:func:`finish`) before the clock stops.
     """
-    check_count("steps", steps)
-    check_count("rounds", rounds)
-    check_count("batch_size", batch_size)
+    positive_int("steps", steps)
+    positive_int("rounds", rounds)
+    positive_int("batch_size", batch_size)
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be an int >= 0, got {warmup!r}.")
     if not runs:
@@ -93,10 +100,15 @@ def time_runs(runs, steps, rounds=3, warmup=1, batch_size=1):
     }
 
 
+
+def time_run(name, run, steps, repeats=3, batch_size=1):
+    """The Measurement of one contender: ``time_runs({name: run}, ...)[name]``."""
+    return time_runs({name: run}, steps, rounds=repeats, batch_size=batch_size)[name]
+
 def time_steps(step, steps, rounds=3, warmup=1, name="step", batch_size=1):
     """Time a one-step callable ``step``: ``steps`` calls per round (after
     ``warmup`` untimed calls); return a Measurement (chapter "Performance")."""
-    check_count("steps", steps)
+    positive_int("steps", steps)
 
     def run():
         result = None
@@ -122,7 +134,67 @@ def fit_run(model, x, y, batch_size):
 def dataset_run(model, dataset, steps):
     """A run: ``steps`` ``fit()`` steps on batches of a (repeated) ``dataset``
     (chapters "WGAN-GP" and "Performance")."""
-    check_count("steps", steps)
+    positive_int("steps", steps)
     return functools.partial(
         model.fit, dataset, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0
     )
+
+
+def _check_rows(headers, rows):
+    """Raise a clear ValueError unless every row has one cell per header."""
+    if any(len(row) != len(headers) for row in rows):
+        raise ValueError(f"every row needs {len(headers)} cells, like the headers.")
+
+
+def markdown_table(headers, rows):
+    """A Markdown table from a header list and rows of cells (any values)."""
+    _check_rows(headers, rows)
+
+    def cell(value):
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |"]
+    lines.append("|" + "|".join(" --- " for _ in headers) + "|")
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def html_table(headers, rows):
+    """An HTML table from a header list and rows of cells (chapter "Performance").
+
+    The book renders cell outputs as CommonMark, which has no tables.
+    """
+    _check_rows(headers, rows)
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def measurement_table(measurements, baseline, unit="samples/s", html=False):
+    """A table of measurements: steps/s, samples/s and ratio to ``baseline``.
+
+    ``baseline`` is a Measurement (or the name of one in ``measurements``), e.g.
+    plain ``fit()``; its ratio is 1.00x. Markdown, or HTML with ``html=True``
+    (chapter "Performance").
+    """
+    measurements = list(measurements)
+    if isinstance(baseline, str):
+        found = [m for m in measurements if m.name == baseline]
+        if not found:
+            raise ValueError(f"no measurement named {baseline!r} to compare with.")
+        baseline = found[0]
+    rows = [
+        (
+            m.name,
+            f"{m.steps_per_second:,.1f}",
+            f"{m.samples_per_second:,.0f}",
+            f"{m.ratio(baseline):.2f}x",
+            f"{m.spread:.2f}",
+        )
+        for m in measurements
+    ]
+    headers = ("run", "steps/s", unit, f"vs {baseline.name}", "median/best")
+    return (html_table if html else markdown_table)(headers, rows)

@@ -18,34 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fitbook.fit_internals import build_classifier, describe_batch
-
-
-def unpack_x_y(data):
-    """Return ``x, y`` from a batch ``(x, y)``, or raise a clear error (chapter
-    "Overriding train_step")."""
-    if not isinstance(data, (tuple, list)):
-        data = (data,)  # fit(x) without y delivers x alone
-    if len(data) == 3:
-        raise ValueError(
-            "This train_step takes batches (x, y); got (x, y, sample_weight). "
-            "fit(sample_weight=...) and fit(class_weight=...) add that third "
-            "element: drop them, or use a train_step that passes sample_weight on "
-            "(chapter 'Sample weights and class weights')."
-        )
-    if len(data) != 2 or data[1] is None:
-        raise ValueError(
-            f"A training batch must be (x, y); got {len(data)} element(s): "
-            f"{describe_batch(tuple(data))}. Pass targets to fit(x, y), or make "
-            "the dataset yield (x, y) pairs."
-        )
-    return data[0], data[1]
-
-
-def batch_size_of(x):
-    """The number of samples in ``x``, a tensor or a structure of them, as the
-    built-in step counts them (chapter "Overriding train_step")."""
-    return tf.shape(tf.nest.flatten(x)[0])[0]
+from fitbook.batches import batch_size_of, unpack_x_y
+from fitbook.models import classifier
 
 
 def loss_tracker(model):
@@ -242,7 +216,7 @@ def update_norm(model_class, x, y, dtype_policy="float32", learning_rate=0.1):
     before = keras.config.dtype_policy()
     keras.config.set_dtype_policy(dtype_policy)
     try:
-        model = build_classifier(model_class, seed=0)
+        model = classifier(model_class, seed=0, probabilities=True)
         model.compile(
             optimizer=keras.optimizers.SGD(learning_rate),
             loss="sparse_categorical_crossentropy",

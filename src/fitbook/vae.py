@@ -11,8 +11,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from fitbook.batches import unpack_images
 from fitbook.data import CLASS_NAMES
-from fitbook.gan import unpack_images
 
 LATENT_DIM = 2  # two dimensions, so the latent space can be drawn as a plane
 
@@ -102,9 +102,9 @@ class VAE(keras.Model):
         return self.decoder(z)
 
     def train_step(self, data):
-        # 1. Unpack: the images are the targets too, labels (if any) are ignored.
+        # Unpack: the images are the targets too, labels (if any) are ignored.
         x = unpack_images(data, self)  # sample weights: a clear error
-        # 2. Forward under the tape: the loss needs z_mean and z_log_var.
+        # Forward under the tape: the loss needs z_mean and z_log_var.
         with tf.GradientTape() as tape:
             z_mean, z_log_var, z = self.encoder(x, training=True)
             x_pred = self.decoder(z, training=True)
@@ -112,18 +112,18 @@ class VAE(keras.Model):
             kl = ops.mean(kl_divergence(z_mean, z_log_var))
             loss = reconstruction + kl
             scaled_loss = self.optimizer.scale_loss(loss)  # as fit()'s own step
-        # 3. Gradients.
+        # Gradients.
         grads = tape.gradient(scaled_loss, self.trainable_weights)
-        # 4. Apply: a LossScaleOptimizer divides the gradients by the scale first.
+        # Apply: a LossScaleOptimizer divides the gradients by the scale first.
         self.optimizer.apply(grads, self.trainable_weights)
-        # 5. Update metrics, weighted by batch size.
+        # Update metrics, weighted by batch size.
         batch_size = ops.shape(x)[0]
         self.loss_tracker.update_state(loss, sample_weight=batch_size)
         self.reconstruction_tracker.update_state(
             reconstruction, sample_weight=batch_size
         )
         self.kl_tracker.update_state(kl, sample_weight=batch_size)
-        # 6. Return.
+        # Return.
         return {m.name: m.result() for m in self.metrics}
 
     def get_config(self):

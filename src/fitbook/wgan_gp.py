@@ -14,18 +14,15 @@ The generator, the data pipeline and the quality scores come from
 import numbers
 
 import keras
+import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from fitbook.gan import (
-    build_generator,
-    discriminator_trunk,
-    ready_optimizer,
-    smooth,
-    unpack_images,
-    with_loss_scaling,
-)
+from fitbook.batches import check_images, unpack_images
+from fitbook.gan import ready_optimizer, with_loss_scaling
+from fitbook.models import build_generator, discriminator_trunk
+from fitbook.plots import smooth
 
 METRIC_NAMES = ("critic_loss", "generator_loss", "gradient_penalty", "wasserstein")
 
@@ -100,7 +97,7 @@ def split_batch(x, parts):
         raise ValueError(
             f"A batch of {n} images cannot be split into critic_steps={parts} equal "
             "critic batches. Use a batch size that is a multiple of critic_steps "
-            "and drop the last partial batch (fitbook.gan.image_dataset does)."
+            "and drop the last partial batch (fitbook.data.image_dataset does)."
         )
     return ops.split(x, parts, axis=0)
 
@@ -187,14 +184,7 @@ class WGANGP(keras.Model):
 
     def check_batch(self, x):
         """Return ``x`` as float32 after checking it fits the critic's input."""
-        expected = (None, *self.critic.input_shape[1:])
-        if tuple(x.shape[1:]) != expected[1:]:
-            raise ValueError(
-                f"The critic expects images of shape {expected}, got "
-                f"{tuple(x.shape)}. Reshape the data, e.g. x[..., None] for a "
-                "missing channel axis."
-            )
-        return ops.cast(x, "float32")
+        return check_images(x, self.critic.input_shape[1:], "The critic")
 
     def critic_step(self, x_real):
         """One critic update on real images; returns loss, penalty, estimate."""
@@ -261,8 +251,6 @@ def build_wgan_gp(critic_steps=5, gp_weight=10.0, seed=0, jit_compile=True):
 
 def plot_wgan_losses(history, gp_weight, window=10, title="WGAN-GP training"):
     """Figure of the losses and the Wasserstein estimate (chapter "WGAN-GP")."""
-    import matplotlib.pyplot as plt
-
     x = np.asarray(history.steps)[window - 1 :]
     v = history.values
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))

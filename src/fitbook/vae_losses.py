@@ -2,7 +2,7 @@
 
 1. ``ExpectedCost``: a ``keras.losses.Loss`` subclass whose extra values are
    constructor parameters, saved by ``get_config``.
-2. ``ActivityPenalty`` (defined in :mod:`fitbook.loop`, re-exported here): a
+2. ``ActivityPenalty`` (in :mod:`fitbook.models`; the chapter on loops uses it first): a
    layer that calls ``add_loss`` with a value computed from its own inputs;
    ``fit()`` adds it to the compiled loss.
 3. ``MirrorConsistentModel``: a ``train_step`` override, for a loss that needs
@@ -14,8 +14,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from fitbook.loop import ActivityPenalty  # noqa: F401  (re-exported: way 2)
-from fitbook.train_step import batch_size_of, loss_tracker
+from fitbook.batches import batch_size_of, unpack_batch
+from fitbook.train_step import loss_tracker
 
 
 @keras.saving.register_keras_serializable(package="fitbook")
@@ -62,14 +62,14 @@ class MirrorConsistentModel(keras.Model):
         self.consistency_tracker = keras.metrics.Mean(name="consistency")
 
     def train_step(self, data):
-        # 1. Unpack.
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        # Unpack.
+        x, y, sample_weight = unpack_batch(data)
         if len(x.shape) != 4:
             raise ValueError(
                 "MirrorConsistentModel mirrors images left to right and needs x "
                 f"of shape (batch, height, width, channels); got {x.shape}."
             )
-        # 2. Forward under the tape: the compiled loss (with any add_loss terms of
+        # Forward under the tape: the compiled loss (with any add_loss terms of
         # this pass), then a second pass on left-right mirrored images, compared
         # in float32 and weighted per sample like the compiled loss; the
         # optimizer scales the total (mixed_float16: by the loss scale).
@@ -82,17 +82,17 @@ class MirrorConsistentModel(keras.Model):
             consistency = consistency_loss(y_pred, y_mirror, sample_weight)
             loss = loss + self.weight * consistency
             scaled_loss = self.optimizer.scale_loss(loss)
-        # 3. Gradients of the scaled loss.
+        # Gradients of the scaled loss.
         grads = tape.gradient(scaled_loss, self.trainable_weights)
-        # 4. Apply; the optimizer unscales the gradients first.
+        # Apply; the optimizer unscales the gradients first.
         self.optimizer.apply(grads, self.trainable_weights)
-        # 5. Update metrics: the loss tracker gets the total weighted by batch
+        # Update metrics: the loss tracker gets the total weighted by batch
         # size, ours the extra term; compute_metrics() updates compile()'s.
         batch_size = batch_size_of(x)
         loss_tracker(self).update_state(loss, sample_weight=batch_size)
         self.consistency_tracker.update_state(consistency, sample_weight=batch_size)
         logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        # 6. Return.
+        # Return.
         return logs
 
     def get_config(self):

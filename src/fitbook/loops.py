@@ -19,7 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from fitbook.checkpoints import TrainingCheckpoint
-from fitbook.timing import fit_run, time_runs
+from fitbook.checks import positive_number
+from fitbook.timing import epoch_steps, fit_run, time_run
 
 MODES = ("eager", "function", "jit")  # how Trainer runs its steps
 
@@ -45,66 +46,6 @@ def minimal_fit(model, optimizer, loss_fn, dataset, epochs):
         mean_losses.append(float(np.mean(losses)))
         print(f"epoch {epoch + 1}/{epochs}: mean loss {mean_losses[-1]:.4f}")
     return mean_losses
-
-
-@keras.saving.register_keras_serializable(package="fitbook")
-class ActivityPenalty(keras.layers.Layer):
-    """Identity layer adding ``rate * mean(|x|)`` to model.losses ("Training loops")."""
-
-    def __init__(self, rate=1e-2, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0:
-            raise ValueError(f"rate must be a non-negative number, got {rate!r}.")
-        self.rate = float(rate)
-
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate}
-
-    def call(self, x):
-        x32 = keras.ops.cast(x, "float32")  # a float32 loss, even under mixed_*16
-        self.add_loss(self.rate * keras.ops.mean(keras.ops.abs(x32)))
-        return x
-
-
-def build_classifier(hidden=128, dropout=0.2, penalty=0.0, seed=0):
-    """A small Fashion-MNIST MLP for chapter "Training loops"; ``penalty`` > 0 adds
-    an ActivityPenalty layer.
-
-    The same ``seed`` gives the same initial weights and dropout masks, without
-    touching the global seed.
-    """
-    init = keras.initializers.GlorotUniform
-    layers = [keras.Input((28, 28, 1)), keras.layers.Flatten()]
-    layers.append(
-        keras.layers.Dense(hidden, activation="relu", kernel_initializer=init(seed))
-    )
-    if penalty:
-        layers.append(ActivityPenalty(penalty))
-    layers.append(keras.layers.Dropout(dropout, seed=seed))
-    layers.append(keras.layers.Dense(10, kernel_initializer=init(seed + 1)))
-    return keras.Sequential(layers, name="classifier")
-
-
-class LearningRateRecorder(keras.callbacks.Callback):
-    """Record the learning rate each batch is trained with ("Training loops")."""
-
-    def __init__(self, optimizer):
-        super().__init__()
-        self.optimizer = optimizer
-        self.learning_rates = []
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.learning_rates.append(float(self.optimizer.learning_rate))
-
-
-def check_positive(name, value, allow_none=False):
-    """Return ``value`` if it is a positive number ("Training loops" options)."""
-    if value is None and allow_none:
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        hint = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be a positive number{hint}, got {value!r}.")
-    return value
 
 
 class Trainer:
@@ -148,8 +89,8 @@ class Trainer:
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.metrics = [self.loss_tracker, *metrics]
         self.mode, self.input_signature = mode, input_signature
-        self.clipnorm = check_positive("clipnorm", clipnorm, allow_none=True)
-        self.global_clipnorm = check_positive(
+        self.clipnorm = positive_number("clipnorm", clipnorm, allow_none=True)
+        self.global_clipnorm = positive_number(
             "global_clipnorm", global_clipnorm, allow_none=True
         )
         self.nan_guard = nan_guard
@@ -381,7 +322,7 @@ class Trainer:
             if every is not None:
                 raise ValueError("checkpoint_every needs a checkpoint_dir.")
             return None
-        every = check_positive("checkpoint_every", every or steps_per_epoch)
+        every = positive_number("checkpoint_every", every or steps_per_epoch)
         checkpoint = self.checkpoint(directory)
         checkpoint.restore_latest()  # nothing happens when the directory is new
 
@@ -458,5 +399,5 @@ def measure_throughput(build_model, x, y, batch_size, mode, repeats=3):
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         trainer = Trainer(model, optimizer, loss, metrics, mode=mode)
         run = trainer_run(trainer, x, y, batch_size)
-    steps = math.ceil(len(x) / batch_size)
-    return time_runs({mode: run}, steps, rounds=repeats)[mode].steps_per_second
+    steps = epoch_steps(len(x), batch_size)
+    return time_run(mode, run, steps, repeats).steps_per_second

@@ -1,16 +1,16 @@
-"""Tests for fitbook.losses (chapter "A VAE", losses beyond (y_true, y_pred))."""
+"""Tests for fitbook.vae_losses (chapter "A VAE", losses beyond (y_true, y_pred))."""
 
 import keras
 import numpy as np
 import pytest
 
-from fitbook.losses import (
-    ActivityPenalty,
+from fitbook.models import ActivityPenalty
+from fitbook.reproducibility import set_seed
+from fitbook.vae_losses import (
     ExpectedCost,
     MirrorConsistentModel,
     consistency_loss,
 )
-from fitbook.reproducibility import set_seed
 
 COST = [[0.0, 1.0, 4.0], [1.0, 0.0, 2.0], [3.0, 1.0, 0.0]]
 Y = np.array([0, 2])

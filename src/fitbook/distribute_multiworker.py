@@ -1,14 +1,14 @@
 """Two workers on localhost with MultiWorkerMirroredStrategy (chapter "Scaling out
 with tf.distribute").
 
-``python -m fitbook.multiworker`` picks free ports, starts two worker processes,
-each with its own ``TF_CONFIG``, lets them train the chapter's classifier together
-with the from-scratch loop of :mod:`fitbook.distribute`, and checks that both end
-with the same weights as one process training on the same global batches.
+``python -m fitbook.tools.multiworker`` picks free ports, starts two worker
+processes, each with its own ``TF_CONFIG``, lets them train the chapter's
+classifier together with the from-scratch loop of :mod:`fitbook.distribute`, and
+checks that both end with the same weights as one process training on the same
+global batches.
 ``--trainer fit`` tries ``fit()`` with the custom ``train_step`` instead.
 """
 
-import argparse
 import json
 import os
 import re
@@ -122,7 +122,7 @@ def start_workers(trainer, result_dir, workers, global_batch_size, epochs, examp
     for index in range(workers):
         env = dict(os.environ, TF_CONFIG=json.dumps(tf_config(ports, index)))
         command = [
-            sys.executable, "-m", "fitbook.multiworker", "--worker",
+            sys.executable, "-m", "fitbook.tools.multiworker", "--worker",
             "--trainer", trainer, "--result-dir", str(result_dir),
             "--global-batch-size", str(global_batch_size),
             "--epochs", str(epochs), "--examples", str(examples),
@@ -211,7 +211,7 @@ def load_weights(path):
 
 
 def report(summary):
-    """The lines ``python -m fitbook.multiworker`` prints (chapter "Scaling out")."""
+    """The lines ``python -m fitbook.tools.multiworker`` prints ("Scaling out")."""
     lines = []
     for result in summary["workers"]:
         role = "chief" if result["index"] == 0 else "worker"
@@ -230,36 +230,3 @@ def report(summary):
         lines.append(f"max |weight difference| vs one process: {single:.2e}")
         lines.append(f"model saved by the chief only: {summary['chief_saved']}")
     return lines
-
-
-def main(argv=None):
-    """Command line: launch the workers, print the report (chapter "Scaling out")."""
-    parser = argparse.ArgumentParser(prog="python -m fitbook.multiworker")
-    parser.add_argument("--trainer", choices=TRAINERS, default="loop")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--global-batch-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--examples", type=int, default=512)
-    parser.add_argument("--timeout", type=float, default=120, help="seconds")
-    parser.add_argument("--json", action="store_true", help="print JSON instead")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--result-dir", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:  # started by launch(), with TF_CONFIG in the environment
-        run_worker(
-            args.trainer, args.result_dir, args.global_batch_size, args.epochs,
-            args.examples,
-        )
-        return 0
-    summary = launch(
-        args.trainer, args.workers, args.global_batch_size, args.epochs,
-        args.examples, args.timeout,
-    )
-    print(json.dumps(summary) if args.json else "\n".join(report(summary)))
-    failed = any("error" in result for result in summary["workers"])
-    agree = summary.get("vs_single_process", np.inf) <= TOLERANCE
-    return 0 if not failed and agree and summary["between_workers"] <= TOLERANCE else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,8 @@
 import keras
 import pytest
 
-from fitbook.flops import (
+from fitbook.models import build_discriminator, build_generator
+from fitbook.performance_flops import (
     conv2d_macs,
     conv2d_transpose_macs,
     dense_macs,
@@ -15,7 +16,6 @@ from fitbook.flops import (
     params_count,
     profiler_forward_flops,
 )
-from fitbook.gan import build_discriminator, build_generator
 
 BATCH = 2  # the profiler counts a whole batch; the functions count one sample
 
@@ -88,8 +88,13 @@ def test_network_macs_lists_counted_layers_in_order():
     assert [kind for _, kind, _ in g.layers] == [
         "Dense", "Conv2DTranspose", "Conv2DTranspose", "Conv2D"
     ]
-    assert g.first == 128 * 7 * 7 * 128
-    assert g.forward == sum(macs for _, _, macs in g.layers)
+    # By hand: Dense 128 x 6272; each Conv2DTranspose: input positions x 4 x 4
+    # x 128 x 128 (7 x 7, then 14 x 14); Conv2D: 28 x 28 outputs x 7 x 7 x 128.
+    assert [macs for _, _, macs in g.layers] == [
+        802_816, 12_845_056, 51_380_224, 4_917_248
+    ]
+    assert g.first == 802_816
+    assert g.forward == 69_945_344
 
 
 def test_gan_step_macs_by_hand_on_tiny_networks():

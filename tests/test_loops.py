@@ -5,18 +5,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fitbook.loop import (
+from conftest import labeled_images
+from fitbook.callbacks import LearningRateRecorder
+from fitbook.loops import (
     MODES,
-    ActivityPenalty,
-    LearningRateRecorder,
     Trainer,
-    build_classifier,
     loss_and_gradient_norm,
     measure_throughput,
     minimal_fit,
     minimal_train_step,
     update_norms,
 )
+from fitbook.models import ActivityPenalty, classifier
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -35,14 +35,11 @@ def policy(request):
 @pytest.fixture(scope="module")
 def data():
     """100 random images with random labels: the last batch of 32 is partial."""
-    rng = np.random.default_rng(0)
-    x = rng.random((100, 28, 28, 1), dtype="float32")
-    y = rng.integers(0, 10, size=100).astype("int64")
-    return x, y
+    return labeled_images(100, seed=0)
 
 
 def small_model(seed=0, penalty=0.05):
-    return build_classifier(hidden=16, dropout=0.3, penalty=penalty, seed=seed)
+    return classifier(hidden=16, dropout=0.3, penalty=penalty, seed=seed)
 
 
 def make_trainer(seed=0, optimizer=None, **kwargs):
@@ -106,7 +103,7 @@ def test_minimal_loop_trains_but_ignores_model_losses(data, capsys):
     model = small_model()
     losses = minimal_fit(model, keras.optimizers.Adam(0.01), LOSS, dataset, epochs=3)
     assert losses[-1] < losses[0] and "epoch 3/3" in capsys.readouterr().out
-    model = build_classifier(hidden=16, dropout=0.0, penalty=0.05)  # no dropout noise
+    model = classifier(hidden=16, dropout=0.0, penalty=0.05, seed=0)  # no dropout noise
     y_pred = model(x[:8], training=True)  # records the penalty in model.losses
     step_loss = float(
         minimal_train_step(model, keras.optimizers.SGD(0.0), LOSS, x[:8], y[:8])
@@ -135,7 +132,7 @@ def test_clipping_bounds_the_applied_update(data, option, policy):
 
 def test_update_norms_are_the_sgd_gradient_norms(data):
     x, y = data[0][:32], data[1][:32]
-    model = build_classifier(hidden=16, dropout=0.0, penalty=0.05)  # deterministic
+    model = classifier(hidden=16, dropout=0.0, penalty=0.05, seed=0)  # deterministic
     trainer = Trainer(model, keras.optimizers.SGD(1.0), LOSS)
     with tf.GradientTape() as tape:
         loss = trainer.compute_loss(y, model(x, training=True))
@@ -347,7 +344,7 @@ def test_one_step_equals_keras_fit_under_every_dtype_policy(data, policy):
 @pytest.mark.parametrize("compiled", [False, True])
 def test_loss_and_gradient_norm(data, compiled):
     x, y = data[0][:8], data[1][:8]
-    model = build_classifier(hidden=16, dropout=0.0)
+    model = classifier(hidden=16, dropout=0.0, seed=0)
     probe = tf.function(loss_and_gradient_norm) if compiled else loss_and_gradient_norm
     loss, norm = probe(model, LOSS, x, y)
     with tf.GradientTape() as tape:

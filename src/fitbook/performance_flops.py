@@ -19,23 +19,14 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from fitbook.checks import positive_int, positive_ints
+
 COUNTED_LAYERS = ("Dense", "Conv2D", "Conv2DTranspose")  # the layers with MACs
 # TensorFlow op types that carry the counted layers' products in a forward graph.
+SHAPE_HINT = (  # shapes come from a built model
+    " Give it without the batch axis; build the model with keras.Input(shape) first."
+)
 PRODUCT_OPS = ("MatMul", "Conv2D", "Conv2DBackpropInput")
-
-
-def check_shape(name, shape):
-    """Return ``shape`` as a tuple of positive ints, or raise a clear ValueError."""
-    shape = tuple(shape)
-    if not shape or any(
-        isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1
-        for d in shape
-    ):
-        raise ValueError(
-            f"{name} must be a tuple of positive ints without the batch axis, "
-            f"got {shape!r}; build the model with keras.Input(shape) first."
-        )
-    return tuple(int(d) for d in shape)
 
 
 def dense_macs(input_shape, units):
@@ -44,8 +35,8 @@ def dense_macs(input_shape, units):
     ``input_shape`` has no batch axis; Dense acts on its last axis, once for every
     position of the other axes (chapter "Performance").
     """
-    input_shape = check_shape("input_shape", input_shape)
-    check_shape("units", (units,))
+    input_shape = positive_ints("input_shape", input_shape, hint=SHAPE_HINT)
+    positive_int("units", units)
     return math.prod(input_shape) * units
 
 
@@ -57,9 +48,9 @@ def conv2d_macs(output_shape, kernel_size, in_channels):
     ``padding="same"`` the border windows' products with padding zeros count
     too, as TensorFlow counts them.
     """
-    output_shape = check_shape("output_shape", output_shape)
-    kernel_size = check_shape("kernel_size", kernel_size)
-    check_shape("in_channels", (in_channels,))
+    output_shape = positive_ints("output_shape", output_shape, hint=SHAPE_HINT)
+    kernel_size = positive_ints("kernel_size", kernel_size, hint=SHAPE_HINT)
+    positive_int("in_channels", in_channels)
     return math.prod(output_shape) * math.prod(kernel_size) * in_channels
 
 
@@ -71,9 +62,9 @@ def conv2d_transpose_macs(input_shape, kernel_size, filters):
     ``padding="same"`` this is TensorFlow's own count; with ``"valid"`` its
     profiler also counts the border products with zeros (see the tests).
     """
-    input_shape = check_shape("input_shape", input_shape)
-    kernel_size = check_shape("kernel_size", kernel_size)
-    check_shape("filters", (filters,))
+    input_shape = positive_ints("input_shape", input_shape, hint=SHAPE_HINT)
+    kernel_size = positive_ints("kernel_size", kernel_size, hint=SHAPE_HINT)
+    positive_int("filters", filters)
     return math.prod(input_shape) * math.prod(kernel_size) * filters
 
 
@@ -142,7 +133,7 @@ def gan_step_macs(generator, discriminator, batch_size):
     gradients), and G backward: weight gradients, and input gradients for every
     G layer but the first.
     """
-    check_shape("batch_size", (batch_size,))
+    positive_int("batch_size", batch_size)
     g, d, b = network_macs(generator), network_macs(discriminator), batch_size
     return {
         "D update: G forward": b * g.forward,
@@ -187,7 +178,7 @@ def profiler_forward_flops(model, batch_size=1):
         convert_variables_to_constants_v2,
     )
 
-    check_shape("batch_size", (batch_size,))
+    positive_int("batch_size", batch_size)
     spec = tf.TensorSpec((batch_size, *model.input_shape[1:]), tf.float32)
     forward = tf.function(lambda x: model(x, training=False))
     graph = convert_variables_to_constants_v2(forward.get_concrete_function(spec))

@@ -1,4 +1,4 @@
-"""Tests for fitbook.layers (chapter "Custom layers and the functional API")."""
+"""Tests for fitbook.custom_layers (chapter "Custom layers and the functional API")."""
 
 import keras
 import matplotlib
@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from fitbook.layers import (  # noqa: E402
+from fitbook.custom_layers import (  # noqa: E402
     DenseInCall,
     Linear,
     MLPBlock,

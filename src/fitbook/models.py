@@ -1,0 +1,140 @@
+"""Building block: the book's small networks, each built in one place.
+
+``classifier()`` builds every Fashion-MNIST classifier of the book from one recipe
+with options (chapters "What fit() does" to "Performance"); the GAN's generator and
+discriminator serve the chapters "A GAN, two ways", "WGAN-GP" and "Performance".
+A network that *is* one chapter's lesson (the VAE's encoder, the WGAN-GP critic)
+stays in that chapter's module.
+"""
+
+import keras
+from keras import layers
+
+from fitbook.data import IMAGE_SHAPE
+
+LATENT_DIM = 128  # length of the GAN generator's noise vector
+
+
+def classifier(model_class=None, *, conv=(), hidden=64, dropout=None, penalty=0.0,
+               num_classes=10, probabilities=False, features=None, seed=None):
+    """The book's small Fashion-MNIST classifiers, one recipe with options.
+
+    [Conv2D(f, 3, relu) + MaxPooling2D for f in ``conv``] -> Flatten ->
+    [Dense(``hidden``, relu)] -> [ActivityPenalty(``penalty``)] ->
+    [Dropout(``dropout``)] -> Dense(``num_classes``): softmax probabilities, or
+    logits. ``seed=None`` takes initial weights from the global seed (set_seed); an
+    int seeds the hidden Dense with ``seed``, the output with ``seed + 1``, conv
+    layer i with ``seed + 2 + i`` and Dropout with ``seed``, so two models built
+    alike start alike. ``model_class=None`` gives a Sequential named "classifier";
+    a Model subclass gives that functional model. ``features`` names the hidden
+    Dense layer.
+    """
+
+    def init(offset):
+        if seed is None:
+            return "glorot_uniform"  # Keras' default: drawn from the global seed
+        return keras.initializers.GlorotUniform(seed + offset)
+
+    stack = []
+    for i, filters in enumerate(conv):
+        stack += [
+            layers.Conv2D(
+                filters, 3, activation="relu", kernel_initializer=init(2 + i)
+            ),
+            layers.MaxPooling2D(),
+        ]
+    stack.append(layers.Flatten())
+    if hidden:
+        stack.append(layers.Dense(hidden, activation="relu",
+                                  kernel_initializer=init(0), name=features))
+    if penalty:
+        stack.append(ActivityPenalty(penalty))
+    if dropout is not None:  # 0.0 keeps a Dropout(0.0) layer
+        stack.append(layers.Dropout(dropout, seed=seed))
+    activation = "softmax" if probabilities else None
+    stack.append(layers.Dense(num_classes, activation=activation,
+                              kernel_initializer=init(1)))
+    if model_class is None:
+        return keras.Sequential([keras.Input(IMAGE_SHAPE), *stack], name="classifier")
+    inputs = keras.Input(shape=IMAGE_SHAPE)
+    outputs = inputs
+    for layer in stack:
+        outputs = layer(outputs)
+    return model_class(inputs, outputs)
+
+
+def compile_classifier(model, *, logits=False, weighted=False, **options):
+    """Compile with Adam(1e-3), sparse cross-entropy and accuracy; return ``model``.
+
+    ``logits=True`` for a model without softmax; ``weighted=True`` also reports
+    accuracy weighted by the sample weights; ``options`` go to ``compile()``.
+    """
+    if logits:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    else:
+        loss = "sparse_categorical_crossentropy"
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=loss,
+        metrics=["accuracy"],
+        weighted_metrics=["accuracy"] if weighted else None,
+        **options,
+    )
+    return model
+
+
+@keras.saving.register_keras_serializable(package="fitbook")
+class ActivityPenalty(keras.layers.Layer):
+    """Identity layer adding ``rate * mean(|x|)`` to model.losses ("Training loops")."""
+
+    def __init__(self, rate=1e-2, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0:
+            raise ValueError(f"rate must be a non-negative number, got {rate!r}.")
+        self.rate = float(rate)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate}
+
+    def call(self, x):
+        x32 = keras.ops.cast(x, "float32")  # a float32 loss, even under mixed_*16
+        self.add_loss(self.rate * keras.ops.mean(keras.ops.abs(x32)))
+        return x
+
+
+def build_generator(latent_dim=LATENT_DIM):
+    """Noise of shape (batch, latent_dim) to 28x28x1 images (chapter "A GAN")."""
+    return keras.Sequential(
+        [
+            keras.Input(shape=(latent_dim,)),
+            layers.Dense(7 * 7 * 128),
+            layers.LeakyReLU(negative_slope=0.2),
+            layers.Reshape((7, 7, 128)),
+            layers.Conv2DTranspose(128, 4, strides=2, padding="same"),
+            layers.LeakyReLU(negative_slope=0.2),
+            layers.Conv2DTranspose(128, 4, strides=2, padding="same"),
+            layers.LeakyReLU(negative_slope=0.2),
+            layers.Conv2D(1, 7, padding="same", activation="sigmoid"),
+        ],
+        name="generator",
+    )
+
+
+def discriminator_trunk():
+    """28x28x1 images to 7x7x128 features: the layers the discriminator and the
+    WGAN-GP critic share (chapters "A GAN" and "WGAN-GP")."""
+    return [
+        keras.Input(shape=IMAGE_SHAPE),
+        layers.Conv2D(64, 3, strides=2, padding="same"),
+        layers.LeakyReLU(negative_slope=0.2),
+        layers.Conv2D(128, 3, strides=2, padding="same"),
+        layers.LeakyReLU(negative_slope=0.2),
+    ]
+
+
+def build_discriminator():
+    """28x28x1 images to one logit, "real" when positive (chapter "A GAN")."""
+    return keras.Sequential(
+        [*discriminator_trunk(), layers.GlobalMaxPooling2D(), layers.Dense(1)],
+        name="discriminator",
+    )
