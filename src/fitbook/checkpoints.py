@@ -44,6 +44,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from fitbook.checks import non_negative_int, positive_int
+
 FILE_PATTERN = re.compile(r"^ckpt-(\d+)\.npz$")  # complete checkpoints only
 METADATA_KEY = "__metadata__"  # the entry of the .npz holding the JSON metadata
 
@@ -117,14 +119,7 @@ class TrainingCheckpoint:
                 "nothing to checkpoint: pass the objects as keyword arguments, "
                 "e.g. TrainingCheckpoint(directory, model=model, optimizer=opt)."
             )
-        if max_to_keep is not None and (
-            isinstance(max_to_keep, bool)
-            or not isinstance(max_to_keep, int)
-            or max_to_keep < 1
-        ):
-            raise ValueError(
-                f"max_to_keep must be a positive int or None, got {max_to_keep!r}."
-            )
+        max_to_keep = positive_int("max_to_keep", max_to_keep, allow_none=True)
         for name, trackable in trackables.items():
             if not isinstance(trackable, np.random.Generator):
                 trackable_variables(name, trackable)  # fail now, not at save time
@@ -144,11 +139,8 @@ class TrainingCheckpoint:
 
     def save(self, step):
         """Write every trackable's state as checkpoint ``step``; return its path."""
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
-            raise TypeError(f"step must be an int, got {step!r}.")
-        if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}.")
-        arrays, metadata = {}, {"step": int(step), "trackables": {}}
+        step = non_negative_int("step", step)
+        arrays, metadata = {}, {"step": step, "trackables": {}}
         for name, trackable in self.trackables.items():
             if isinstance(trackable, np.random.Generator):
                 state = trackable.bit_generator.state

@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from keras import ops
 
+from fitbook.checks import positive_int
+
 INK_THRESHOLD = 0.1  # a pixel darker than this counts as ink (images are in [0, 1])
 
 
@@ -19,9 +21,7 @@ class Linear(keras.layers.Layer):
 
     def __init__(self, units, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-            raise ValueError(f"units must be a positive int, got {units!r}.")
-        self.units = units
+        self.units = positive_int("units", units)
 
     def build(self, input_shape):
         # Called once, on the first call, when the input size is known.

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from fitbook.batches import batch_size_of, unpack_x_y
+from fitbook.checks import positive_int
 from fitbook.models import classifier
 from fitbook.sample_weights import largest_difference
 from fitbook.timing import epoch_steps, time_run
@@ -28,8 +29,7 @@ from fitbook.train_step import loss_tracker
 def split_cpu(n):
     """Split the CPU into ``n`` logical devices; return their names (chapter
     "Scaling out with tf.distribute")."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int (logical CPU devices), got {n!r}.")
+    n = positive_int("n", n, hint=" It is the number of logical CPU devices.")
     cpu = tf.config.list_physical_devices("CPU")[0]
     try:
         tf.config.set_logical_device_configuration(
@@ -145,9 +145,7 @@ class DistributedTrainer:
     def distribute(self, x, y, global_batch_size):
         """Batches of ``global_batch_size`` examples, split among the replicas."""
         replicas = self.strategy.num_replicas_in_sync
-        size = global_batch_size
-        if isinstance(size, bool) or not isinstance(size, int):
-            raise ValueError(f"global_batch_size must be an int, got {size!r}.")
+        size = positive_int("global_batch_size", global_batch_size)
         if size < replicas:
             raise ValueError(
                 f"global_batch_size must be at least the number of replicas "

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from fitbook.checks import non_negative_int, positive_int
 from fitbook.distribute import (
     DistributedTrainer,
     MirroredTrainStepModel,
@@ -36,8 +37,7 @@ TOLERANCE = 1e-5  # largest weight difference counted as "the same"
 
 def pick_free_ports(n, host="localhost"):
     """``n`` distinct TCP ports free on ``host`` right now (chapter "Scaling out")."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}.")
+    n = positive_int("n", n)
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
     try:
         for sock in sockets:  # all bound at once, so the ports are distinct
@@ -53,9 +53,8 @@ def tf_config(ports, index, host="localhost"):
     (chapter "Scaling out with tf.distribute")."""
     if not ports:
         raise ValueError("ports must list one port per worker, got none.")
-    if isinstance(index, bool) or not isinstance(index, int):
-        raise ValueError(f"index must be an int, got {index!r}.")
-    if not 0 <= index < len(ports):
+    index = non_negative_int("index", index)
+    if index >= len(ports):
         raise ValueError(
             f"index must be in [0, {len(ports)}) for {len(ports)} workers, got {index}."
         )

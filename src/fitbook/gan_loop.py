@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from fitbook.batches import unpack_x
+from fitbook.checks import positive_int
 from fitbook.gan import SEED_RECIPE, gan_step, make_checkpoint
 
 
@@ -50,8 +51,7 @@ def train_gan_loop(trainer, dataset, steps, checkpoint_dir, save_every=100, verb
     optimizers and random state of the checkpoint, it ends bit for bit the same.
     Returns the per-step losses of this call as lists in a dict.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}.")
+    steps = positive_int("steps", steps)
     checkpoint = make_checkpoint(trainer, checkpoint_dir)
     start = checkpoint.restore_latest() or 0
     if start > steps:

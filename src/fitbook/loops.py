@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from fitbook.checkpoints import TrainingCheckpoint
-from fitbook.checks import positive_number
+from fitbook.checks import positive_int, positive_number
 from fitbook.timing import epoch_steps, fit_run, time_run
 
 MODES = ("eager", "function", "jit")  # how Trainer runs its steps
@@ -341,10 +341,7 @@ def check_data(x, y, batch_size):
             f"x and y must hold the same, non-zero number of samples; got "
             f"{len(x)} and {len(y)}."
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    positive_int("batch_size", batch_size)
     return x, y
 
 

@@ -10,6 +10,7 @@ stays in that chapter's module.
 import keras
 from keras import layers
 
+from fitbook.checks import non_negative_number
 from fitbook.data import IMAGE_SHAPE
 
 LATENT_DIM = 128  # length of the GAN generator's noise vector
@@ -89,9 +90,7 @@ class ActivityPenalty(keras.layers.Layer):
 
     def __init__(self, rate=1e-2, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0:
-            raise ValueError(f"rate must be a non-negative number, got {rate!r}.")
-        self.rate = float(rate)
+        self.rate = float(non_negative_number("rate", rate))
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate}

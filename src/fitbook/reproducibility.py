@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from fitbook.checks import non_negative_int
+
 
 def set_seed(seed=42, deterministic=False):
     """Seed Python's ``random``, NumPy and Keras/TensorFlow with ``seed``.
@@ -11,8 +13,7 @@ def set_seed(seed=42, deterministic=False):
     (``tf.config.experimental.enable_op_determinism``), which some chapters need
     to reproduce weights bit for bit; it stays on for the rest of the process.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
+    seed = non_negative_int("seed", seed)
     keras.utils.set_random_seed(seed)  # seeds random, numpy and the backend
     if deterministic:
         tf.config.experimental.enable_op_determinism()

@@ -11,8 +11,6 @@ The generator, the data pipeline and the quality scores come from
 :mod:`fitbook.gan`, so the two chapters can be compared side by side.
 """
 
-import numbers
-
 import keras
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,6 +18,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from fitbook.batches import check_images, unpack_images
+from fitbook.checks import non_negative_number, positive_int
 from fitbook.gan import ready_optimizer, with_loss_scaling
 from fitbook.models import build_generator, discriminator_trunk
 from fitbook.plots import smooth
@@ -104,25 +103,18 @@ def split_batch(x, parts):
 
 def check_critic_steps(critic_steps):
     """Return ``critic_steps`` after checking it is a positive int ("WGAN-GP")."""
-    if isinstance(critic_steps, bool) or not isinstance(critic_steps, numbers.Integral):
-        raise ValueError(
-            f"critic_steps must be an int (critic updates per generator update), "
-            f"got {critic_steps!r}; the paper uses 5."
-        )
-    if critic_steps < 1:
-        raise ValueError(f"critic_steps must be at least 1, got {critic_steps}.")
-    return int(critic_steps)
+    return positive_int(
+        "critic_steps", critic_steps,
+        hint=" It counts critic updates per generator update; the paper uses 5.",
+    )
 
 
 def check_gp_weight(gp_weight):
     """Return ``gp_weight`` as a float, checked finite and >= 0 ("WGAN-GP")."""
-    ok = isinstance(gp_weight, numbers.Real) and not isinstance(gp_weight, bool)
-    if not ok or not np.isfinite(gp_weight) or gp_weight < 0:
-        raise ValueError(
-            f"gp_weight must be a finite number >= 0, got {gp_weight!r}; the paper "
-            "uses 10.0, and 0.0 turns the penalty off."
-        )
-    return float(gp_weight)
+    return float(non_negative_number(
+        "gp_weight", gp_weight, finite=True,
+        hint=" The paper uses 10.0, and 0.0 turns the penalty off.",
+    ))
 
 
 def check_optimizers(critic_optimizer, generator_optimizer):
