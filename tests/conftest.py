@@ -74,6 +74,21 @@ def weighted_classifier(model_class, weights=None):
     return make_classifier(model_class, num_classes=3, weights=weights)
 
 
+def assert_same_weights(first, second, rtol=0.0, atol=0.0):
+    """Assert two models (or two lists of arrays) hold the same weights, pair by
+    pair, within ``rtol``/``atol`` (``numpy.testing.assert_allclose``); exact by
+    default."""
+    def arrays(weights):
+        if hasattr(weights, "weights"):  # a Keras model or layer
+            weights = weights.weights
+        return [np.asarray(w) for w in weights]
+
+    first, second = arrays(first), arrays(second)
+    assert len(first) == len(second), (len(first), len(second))
+    for a, b in zip(first, second):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
 def random_images(n, seed=0, shape=(28, 28, 1)):
     """``n`` random float32 images in [0, 1) of ``shape``."""
     return np.random.default_rng(seed).random((n, *shape)).astype("float32")

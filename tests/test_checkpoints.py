@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import assert_same_weights
 from fitbook import checkpoints
 from fitbook.checkpoints import CheckpointError, TrainingCheckpoint
 
@@ -56,12 +57,6 @@ def scramble(state):
             v.assign(np.ones(v.shape, v.dtype))
 
 
-def assert_same(first, second):
-    assert len(first) == len(second)
-    for a, b in zip(first, second):
-        np.testing.assert_array_equal(a, b)
-
-
 def test_round_trip_restores_every_kind_of_trackable(tmp_path):
     state = trained_state()
     ckpt = TrainingCheckpoint(tmp_path, **state)
@@ -70,14 +65,14 @@ def test_round_trip_restores_every_kind_of_trackable(tmp_path):
     expected = snapshot(trained_state())  # an identical run, untouched
     scramble(state)
     assert ckpt.restore_latest() == 12
-    assert_same(snapshot(state), expected)
+    assert_same_weights(snapshot(state), expected)
 
 
 def test_restore_into_fresh_objects_of_the_same_architecture(tmp_path):
     TrainingCheckpoint(tmp_path, **trained_state(seed=0)).save(1)
     fresh = trained_state(seed=99)  # different values, same structure
     assert TrainingCheckpoint(tmp_path, **fresh).restore_latest() == 1
-    assert_same(snapshot(fresh), snapshot(trained_state(seed=0)))
+    assert_same_weights(snapshot(fresh), snapshot(trained_state(seed=0)))
 
 
 def test_restore_latest_is_none_without_checkpoints(tmp_path):
@@ -140,7 +135,7 @@ def test_shape_mismatch_changes_nothing(tmp_path):
     before = snapshot({"model": other})
     with pytest.raises(CheckpointError, match="shape"):
         TrainingCheckpoint(tmp_path, model=other).restore_latest()
-    assert_same(snapshot({"model": other}), before)
+    assert_same_weights(snapshot({"model": other}), before)
 
 
 def test_names_must_match(tmp_path):
@@ -164,10 +159,10 @@ def test_bad_arguments_are_explained(tmp_path, kwargs, error, match):
         TrainingCheckpoint(tmp_path, **kwargs)
 
 
-@pytest.mark.parametrize("step,error", [(-1, ValueError), (1.5, TypeError)])
-def test_bad_step_is_explained(tmp_path, step, error):
+@pytest.mark.parametrize("step", [-1, 1.5, True])
+def test_bad_step_is_explained(tmp_path, step):
     ckpt = TrainingCheckpoint(tmp_path, v=keras.Variable(1.0))
-    with pytest.raises(error, match="step"):
+    with pytest.raises(ValueError, match="step must be a non-negative int"):
         ckpt.save(step)
 
 
