@@ -246,12 +246,12 @@ def test_wrong_image_shape_gives_clear_error():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"critic_steps": 0}, "at least 1"),
-        ({"critic_steps": 2.5}, "must be an int"),
-        ({"critic_steps": True}, "must be an int"),
-        ({"gp_weight": -1.0}, "finite number >= 0"),
-        ({"gp_weight": float("nan")}, "finite number >= 0"),
-        ({"gp_weight": "10"}, "finite number >= 0"),
+        ({"critic_steps": 0}, "critic_steps must be a positive int"),
+        ({"critic_steps": 2.5}, "critic_steps must be a positive int"),
+        ({"critic_steps": True}, "critic_steps must be a positive int"),
+        ({"gp_weight": -1.0}, "gp_weight must be a finite, non-negative"),
+        ({"gp_weight": float("nan")}, "gp_weight must be a finite, non-negative"),
+        ({"gp_weight": "10"}, "gp_weight must be a finite, non-negative"),
     ],
 )
 def test_compile_rejects_bad_settings(kwargs, match):
