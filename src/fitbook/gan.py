@@ -24,6 +24,7 @@ from fitbook.batches import check_images, unpack_images
 from fitbook.callbacks import ImageGridCallback, LossHistory, RunLogger
 from fitbook.checkpoints import TrainingCheckpoint, atomic_write
 from fitbook.data import FASHION_MNIST_FILES, image_dataset, load_fashion_mnist
+from fitbook.loops import with_loss_scaling
 from fitbook.models import LATENT_DIM, build_discriminator, build_generator
 from fitbook.quality import make_scorer
 from fitbook.reproducibility import set_seed
@@ -43,20 +44,6 @@ class GanRecipe:
 
 SEED_RECIPE = GanRecipe()  # the recipe the chapter starts from (it collapses)
 FIXED_RECIPE = dataclasses.replace(SEED_RECIPE, beta_1=0.5)  # the one that works
-
-
-def with_loss_scaling(optimizer, dtype_policy=None):
-    """``optimizer`` wrapped in a ``LossScaleOptimizer`` under ``mixed_float16``,
-    as ``Model.compile()`` does; unchanged otherwise (chapters "A GAN", "WGAN-GP").
-
-    ``dtype_policy`` defaults to the global policy.
-    """
-    policy = keras.dtype_policies.get(dtype_policy or keras.config.dtype_policy())
-    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-    if policy.name != "mixed_float16" or scaled:
-        return optimizer
-    name = f"scaled_{optimizer.name}"
-    return keras.optimizers.LossScaleOptimizer(optimizer, name=name)
 
 
 def ready_optimizer(optimizer, network, *upstream):

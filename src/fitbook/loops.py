@@ -48,6 +48,21 @@ def minimal_fit(model, optimizer, loss_fn, dataset, epochs):
     return mean_losses
 
 
+def with_loss_scaling(optimizer, dtype_policy=None):
+    """``optimizer`` wrapped in a ``LossScaleOptimizer`` under ``mixed_float16``,
+    as ``Model.compile()`` does; unchanged otherwise (chapters "Training loops
+    from scratch", "A GAN", "WGAN-GP").
+
+    ``dtype_policy`` defaults to the global policy.
+    """
+    policy = keras.dtype_policies.get(dtype_policy or keras.config.dtype_policy())
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    if policy.name != "mixed_float16" or scaled:
+        return optimizer
+    name = f"scaled_{optimizer.name}"
+    return keras.optimizers.LossScaleOptimizer(optimizer, name=name)
+
+
 class Trainer:
     """A small training loop with fit()'s hidden controls as options ("Training loops").
 
@@ -80,11 +95,7 @@ class Trainer:
                 "the model has no weights yet: start it with keras.Input(shape) "
                 "or call it once on a batch before creating the Trainer."
             )
-        if (
-            model.dtype_policy.name == "mixed_float16"  # what Model.compile() checks
-            and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-        ):
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer = with_loss_scaling(optimizer, model.dtype_policy)
         self.model, self.optimizer, self.loss_fn = model, optimizer, loss
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.metrics = [self.loss_tracker, *metrics]
