@@ -67,3 +67,26 @@ def test_float16_notice_is_dropped_and_other_lines_replayed(capfd):
             raise RuntimeError("the block failed")
     err = capfd.readouterr().err
     assert "a real error" in err and "DT_HALF" not in err
+
+
+REMAPPER_LINE = (
+    "E0000 00:00:1764553200.123456    4242 meta_optimizer.cc:967] remapper failed: "
+    "INVALID_ARGUMENT: Mutation::Apply error: fanout 'gradient_tape/d/LeakyReluGrad'"
+    " exist for missing node 'd/conv2d/BiasAdd'."
+)
+
+
+def test_known_notices_are_dropped_process_wide_and_the_rest_forwarded():
+    script = (
+        "import os\n"
+        "from fitbook.tf_noise import filter_known_notices\n"
+        "assert filter_known_notices() is filter_known_notices()  # once\n"
+        f"os.write(2, b'first\\n' + {REMAPPER_LINE!r}.encode() + b'\\n')\n"
+        "os.write(2, b'a real error\\n')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-2:] == ["first", "a real error"]  # forwarded before exit
+    assert not any("remapper failed" in line for line in lines)

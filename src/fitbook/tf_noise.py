@@ -7,11 +7,13 @@ every captured line that is *not* such start-up noise, so real warnings and
 errors still reach the reader.
 """
 
+import atexit
 import contextlib
 import os
 import re
 import sys
 import tempfile
+import threading
 
 # Lines TensorFlow prints on every start on a machine without a GPU.
 STARTUP_NOISE = re.compile(
@@ -31,6 +33,64 @@ FLOAT16_NOTICE = re.compile(
     r"^E\d{4} [\d:.]+ +\d+ util\.cc:\d+\] oneDNN supports DT_HALF only on "
     r"platforms with AVX-512\..*$"
 )
+
+
+# Grappler's remapper, on a graph it cannot fuse (seen with the GAN's
+# LeakyReLU gradient after a BiasAdd under oneDNN, without XLA), gives up on that
+# fusion and goes on unfused; the step's results are unchanged. Logged at ERROR
+# level once per traced function.
+REMAPPER_NOTICE = re.compile(
+    r"^E\d{4} [\d:.]+ +\d+ meta_optimizer\.cc:\d+\] remapper failed: "
+    r"INVALID_ARGUMENT: Mutation::Apply error: .*$"
+)
+
+KNOWN_NOTICES = (FLOAT16_NOTICE, REMAPPER_NOTICE)
+
+
+def is_known_notice(line):
+    """Return True if ``line`` is one of ``KNOWN_NOTICES``: ERROR-level lines
+    that TensorFlow logs although nothing went wrong."""
+    return any(notice.match(line.rstrip("\r\n")) for notice in KNOWN_NOTICES)
+
+
+_notice_filter = []  # the forwarding thread, once installed
+
+
+def filter_known_notices():
+    """From now on, drop ``KNOWN_NOTICES`` lines written to file descriptor 2.
+
+    Process-wide: descriptor 2 becomes a pipe, and a thread forwards every
+    other line, unchanged, to where descriptor 2 pointed before. Python's own
+    ``sys.stderr`` is untouched where it is not descriptor 2 (in Jupyter).
+    ``import fitbook`` installs it in a Jupyter kernel (the book's chapters);
+    calling it again does nothing. At exit, lines still in the pipe are
+    forwarded before the process ends.
+    """
+    if _notice_filter:
+        return _notice_filter[0]
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    target = os.dup(2)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward():
+        with os.fdopen(read_end, "rb") as pipe:
+            for raw in pipe:  # a line at a time; ends when descriptor 2 closes
+                if not is_known_notice(raw.decode("utf-8", "replace")):
+                    os.write(target, raw)
+
+    thread = threading.Thread(target=forward, name="fitbook-notices", daemon=True)
+    thread.start()
+
+    def restore():  # closes the pipe's last write end: the thread sees its end
+        sys.stderr.flush()
+        os.dup2(target, 2)
+        thread.join(timeout=5)
+
+    atexit.register(restore)
+    _notice_filter.append(thread)
+    return thread
 
 
 @contextlib.contextmanager
@@ -92,3 +152,5 @@ def import_tensorflow_quietly():
     for line in lines:
         if line.strip() and not is_startup_noise(line):
             print(line, file=sys.stderr)
+    if "ipykernel" in sys.modules:  # a notebook: the book's chapters, executed
+        filter_known_notices()
