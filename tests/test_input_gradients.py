@@ -146,7 +146,9 @@ def test_transposed_twin_computes_the_convolution_input_gradient(
     strides, padding, size
 ):
     rng = np.random.default_rng(0)
-    conv = keras.layers.Conv2D(4, 3, strides=strides, padding=padding)
+    # bias and activation are not part of the linear map: they are left out
+    conv = keras.layers.Conv2D(4, 3, strides=strides, padding=padding,
+                               activation="relu", bias_initializer="ones")
     x = rng.random((2, size, size, 3), dtype=np.float32)
     g = rng.normal(size=conv.compute_output_shape(x.shape)).astype("float32")
     conv.build(x.shape)

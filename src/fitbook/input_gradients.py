@@ -189,12 +189,15 @@ def dead_units(pre_activations):
 
 
 def conv_input_gradient(conv, x, upstream):
-    """``d sum(conv(x) * upstream) / d x`` by the tape: the backward pass of ``conv``
-    for an upstream gradient (chapter "The tape beyond weights")."""
+    """``d sum(K x * upstream) / d x`` by the tape, where ``K x`` is ``conv``'s
+    convolution alone (no bias, no activation): the backward pass of that linear
+    map for an upstream gradient (chapter "The tape beyond weights")."""
     x = tf.convert_to_tensor(x, dtype="float32")
     with tf.GradientTape() as tape:
         tape.watch(x)
-        total = tf.reduce_sum(conv(x) * upstream)
+        y = keras.ops.conv(x, conv.kernel, strides=conv.strides, padding=conv.padding,
+                           dilation_rate=conv.dilation_rate)
+        total = tf.reduce_sum(y * upstream)
     return tape.gradient(total, x)
 
 
