@@ -199,6 +199,28 @@ def test_command_line_trains_logs_and_resumes(tmp_path, fashion_mnist_dir, capsy
     )
 
 
+def test_averaged_weights_lends_the_moving_average_then_restores():
+    recipe = G.GanRecipe(ema_momentum=0.5)
+    gan = G.build_gan(recipe, jit_compile=False)
+    with pytest.raises(ValueError, match="use_ema=True"):  # not built yet
+        with G.averaged_weights(gan.g_optimizer, gan.generator):
+            pass
+    gan.fit(images(8), batch_size=8, epochs=1, verbose=0)  # step 1
+    first = weights(gan.generator)
+    gan.fit(images(8, seed=1), batch_size=8, epochs=1, verbose=0)  # step 2
+    own = weights(gan.generator)
+    with G.averaged_weights(gan.g_optimizer, gan.generator) as generator:
+        average = weights(generator)
+    for w1, w2, a in zip(first, own, average):  # momentum 0.5: the mean of both
+        np.testing.assert_allclose(a, 0.5 * w1 + 0.5 * w2, rtol=1e-6, atol=1e-7)
+    assert all(changed(own, average))  # every weight moved in step 2
+    assert not any(changed(own, weights(gan.generator)))  # restored exactly
+    no_average = G.build_gan(G.GanRecipe(), jit_compile=False)
+    with pytest.raises(ValueError, match="keeps no moving average"):
+        with G.averaged_weights(no_average.g_optimizer, no_average.generator):
+            pass
+
+
 def test_committed_generator_beats_untrained_one(fashion_mnist_dir):
     from fitbook.data import load_fashion_mnist
 

@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 
 from fitbook.data import image_dataset
-from fitbook.runs import SCORE_COLUMNS, read_run, truncate_run
+from fitbook.runs import final_scores, read_run, score_columns, truncate_run
 from fitbook.tools import train_gan
 
 # A tiny run: 64 training images in batches of 4, logs and checkpoints every 2
-# steps, scores on 16 images against 100 real ones, no XLA, no image grids.
+# steps, scores on 16 images against 100 real ones, no XLA, no image grids; in
+# mixed_bfloat16 with a moving average of the generator (the long run's settings).
 TINY = [
     "--log-every", "2", "--batch-size", "4", "--train-images", "64",
+    "--precision", "mixed_bfloat16", "--ema-momentum", "0.9",
     "--score-images", "16", "--reference-images", "100", "--grid-every", "1000",
     "--verbose", "0", "--no-jit", "--seed", "3",
 ]
@@ -117,6 +119,8 @@ def error_of(argv, capsys):
         (["--log-every", "-1"], "argument --log-every: expected an integer >= 1"),
         (["--learning-rate", "nan"], "argument --learning-rate: expected a number"),
         (["--beta-1", "1"], "argument --beta-1: expected a number in [0, 1)"),
+        (["--ema-momentum", "1"], "argument --ema-momentum: expected a number in"),
+        (["--precision", "float16"], "argument --precision: invalid choice"),
         (["--seed", "-1"], "argument --seed: expected an integer >= 0"),
         (["--score-images", "1"], "argument --score-images: expected an integer"),
         (["--recipe", "best"], "argument --recipe: invalid choice: 'best'"),
@@ -168,7 +172,8 @@ def test_truncate_run_drops_later_and_partial_rows(tmp_path):
     (tmp_path / "losses.csv").write_text(
         "step,d_loss,g_loss\n1,0.5,0.7\n2,0.4,0.8\n3,0.3,0"  # killed mid-row
     )
-    (tmp_path / "scores.csv").write_text(",".join(SCORE_COLUMNS) + "\n")
+    header = ",".join(score_columns({"coverage": 0.5, "frechet": 30.0}))
+    (tmp_path / "scores.csv").write_text(header + "\n3,0.1,0.2,0.5,30")  # step 3
     truncate_run(tmp_path, 2)
     assert (tmp_path / "losses.csv").read_text() == (
         "step,d_loss,g_loss\n1,0.5,0.7\n2,0.4,0.8\n"
@@ -176,6 +181,19 @@ def test_truncate_run_drops_later_and_partial_rows(tmp_path):
     assert not (tmp_path / "scores.csv").exists()  # no row left
     truncate_run(tmp_path, 0)
     assert not (tmp_path / "losses.csv").exists()
+
+
+def test_score_columns_and_final_scores_follow_the_scorer(tmp_path):
+    scores = {"coverage": 0.9, "frechet": 20.0, "ema_frechet": 15.0}
+    assert score_columns(scores) == (
+        "step", "d_loss", "g_loss", "coverage", "frechet", "ema_frechet", "seconds"
+    )
+    (tmp_path / "losses.csv").write_text("step,d_loss,g_loss\n1,0.5,0.7\n")
+    (tmp_path / "scores.csv").write_text(
+        ",".join(score_columns(scores)) + "\n1,0.5,0.7,0.8,30,25,1.5\n"
+        "2,0.4,0.6,0.9,20,15,3.0\n"
+    )
+    assert final_scores(read_run(tmp_path)) == scores
 
 
 def test_image_dataset_is_a_pure_function_of_seed_and_position():

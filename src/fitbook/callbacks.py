@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 from keras import ops
 
 from fitbook.plots import plot_image_grid
-from fitbook.runs import LOSS_COLUMNS, SCORE_COLUMNS, read_run, write_csv
+from fitbook.runs import LOSS_COLUMNS, read_run, score_columns, write_csv
 
 
 class LearningRateRecorder(keras.callbacks.Callback):
@@ -104,6 +104,6 @@ class RunLogger(keras.callbacks.Callback):
         scores = self.score(self.model.generator)
         seconds = self.seconds + time.perf_counter() - self.clock
         row = (step, logs["d_loss"], logs["g_loss"], *scores.values(), seconds)
-        write_csv(self.directory / "scores.csv", SCORE_COLUMNS, [row])
+        write_csv(self.directory / "scores.csv", score_columns(scores), [row])
         if self.checkpoint is not None:
             self.checkpoint.save(step)

@@ -11,6 +11,7 @@ the run's CSV record in :mod:`fitbook.runs`.
 starts it from the command line.
 """
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -28,7 +29,7 @@ from fitbook.loops import with_loss_scaling
 from fitbook.models import LATENT_DIM, build_discriminator, build_generator
 from fitbook.quality import make_scorer
 from fitbook.reproducibility import set_seed
-from fitbook.runs import SCORE_COLUMNS, read_run, truncate_run
+from fitbook.runs import final_scores, read_run, truncate_run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,7 @@ class GanRecipe:
     label_noise: float = 0.05  # discriminator targets move up to this far
     real_label: float = 1.0  # discriminator target for real images
     batch_size: int = 64
+    ema_momentum: float = 0.0  # > 0: also keep a moving average of G's weights
 
 
 SEED_RECIPE = GanRecipe()  # the recipe the chapter starts from (it collapses)
@@ -70,12 +72,41 @@ def ready_optimizer(optimizer, network, *upstream):
 
 def make_optimizers(recipe, dtype_policy=None):
     """Two Adam optimizers, discriminator's first, from a ``GanRecipe``; loss
-    scaled under ``mixed_float16`` (see ``with_loss_scaling``)."""
+    scaled under ``mixed_float16`` (see ``with_loss_scaling``).
+
+    With ``recipe.ema_momentum > 0`` the generator's optimizer also keeps an
+    exponential moving average of the generator's weights (Keras' ``use_ema``);
+    training is unchanged, ``averaged_weights`` reads the average.
+    """
+    average = recipe.ema_momentum > 0
     optimizers = (
-        keras.optimizers.Adam(recipe.learning_rate, beta_1=recipe.beta_1, name=name)
-        for name in ("d_optimizer", "g_optimizer")
+        keras.optimizers.Adam(recipe.learning_rate, beta_1=recipe.beta_1,
+                              name="d_optimizer"),
+        keras.optimizers.Adam(recipe.learning_rate, beta_1=recipe.beta_1,
+                              name="g_optimizer", use_ema=average,
+                              ema_momentum=recipe.ema_momentum if average else 0.99),
     )
     return tuple(with_loss_scaling(opt, dtype_policy) for opt in optimizers)
+
+
+@contextlib.contextmanager
+def averaged_weights(optimizer, network):
+    """Inside the block, ``network`` holds ``optimizer``'s moving average of its
+    weights (an optimizer made with ``use_ema=True``); after it, its own again."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+    if not inner.use_ema or not inner.built:
+        raise ValueError(
+            f"optimizer {optimizer.name!r} keeps no moving average of "
+            f"{network.name}'s weights: make it with use_ema=True (a GanRecipe "
+            "with ema_momentum > 0) and train at least one step."
+        )
+    saved = [ops.copy(v) for v in network.trainable_variables]
+    optimizer.finalize_variable_values(network.trainable_variables)
+    try:
+        yield network
+    finally:
+        for variable, value in zip(network.trainable_variables, saved):
+            variable.assign(value)
 
 
 def latent_dim(generator):
@@ -261,6 +292,16 @@ class UsageError(ValueError):
 
 def train(args):
     """The ``train`` command: fit with logs, scores, grids and checkpoints."""
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(args.precision)  # the networks are built under it
+    try:
+        run_training(args)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def run_training(args):
+    """``train``'s work, under the dtype policy ``--precision`` names."""
     set_seed(args.seed)
     recipe = recipe_from(args)
     (x_train, _), (x_test, _) = load_fashion_mnist()
@@ -274,11 +315,11 @@ def train(args):
     checkpoint = None if args.no_checkpoint else make_checkpoint(gan, out / "ckpt")
     start = resume_run(out, checkpoint, total, args.log_every) if args.resume else 0
     history = LossHistory()
-    score = make_scorer(args.score_images, args.seed, real_images=x_test)
+    judge = make_scorer(args.score_images, args.seed, real_images=x_test)
     z_grid = keras.random.normal((32, LATENT_DIM), seed=args.seed)
     callbacks = [
         history,
-        RunLogger(out, args.log_every, history, score, checkpoint),
+        RunLogger(out, args.log_every, history, run_scorer(gan, judge), checkpoint),
         ImageGridCallback(z_grid, args.grid_every, out / "grids", args.log_every),
     ]
     gan.fit(  # from batch `start` on: the batches an uninterrupted run would see
@@ -290,9 +331,10 @@ def train(args):
         shuffle=False,
         verbose=args.verbose,
     )
-    gan.generator.save(out / "generator.keras")
     gan.discriminator.save(out / "discriminator.keras")
-    np.save(out / "samples.npy", np.asarray(gan.generator(z_grid)))
+    with shown_generator(gan) as generator:  # the average, if the run keeps one
+        generator.save(out / "generator.keras")
+        np.save(out / "samples.npy", np.asarray(generator(z_grid)))
     scores = read_run(out)["scores"]
     provenance = {
         "command": "python -m fitbook.gan " + " ".join(args.argv),
@@ -300,15 +342,41 @@ def train(args):
         "steps": total,
         "epochs": round(total * recipe.batch_size / len(x_train), 3),
         "seed": args.seed,
+        "precision": args.precision,
         "jit_compile": args.jit,
+        "generator_saved": "moving average" if recipe.ema_momentum else "weights",
         "train_images_sha256": FASHION_MNIST_FILES[0].sha256,
         "train_images": len(x_train),
-        "final_scores": {c: float(scores[c][-1]) for c in SCORE_COLUMNS[3:6]},
+        "reference_images": len(x_test),
+        "score_images": args.score_images,
+        "final_scores": final_scores(read_run(out)),
         "training_seconds": round(float(scores["seconds"][-1]), 1),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
     (out / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     print(json.dumps(provenance, indent=2))
+
+
+def shown_generator(gan):
+    """A context giving the generator a run shows and saves: under
+    ``averaged_weights`` if the recipe keeps a moving average, else as it is."""
+    if gan.recipe.ema_momentum:
+        return averaged_weights(gan.g_optimizer, gan.generator)
+    return contextlib.nullcontext(gan.generator)
+
+
+def run_scorer(gan, judge):
+    """generator -> its scores from ``judge``; with a moving average, also the
+    average's scores, named ``ema_coverage``, ``ema_frechet``, ..."""
+
+    def score(generator):
+        scores = judge(generator)
+        if gan.recipe.ema_momentum:
+            with averaged_weights(gan.g_optimizer, generator):
+                scores.update({f"ema_{k}": v for k, v in judge(generator).items()})
+        return scores
+
+    return score
 
 
 def recipe_from(args):
@@ -346,6 +414,8 @@ def check_settings(out, args, recipe, train_images):
         "recipe": dataclasses.asdict(recipe),
         "train_images": train_images,
         "log_every": args.log_every,
+        "precision": args.precision,
+        "jit_compile": args.jit,
     }
     path = out / "run.json"
     if args.resume and path.is_file():

@@ -5,17 +5,28 @@ of a GAN run (chapters "A GAN, two ways" and "WGAN-GP"; written by
 ``callbacks.RunLogger``, read back by ``read_run``).
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from fitbook.checkpoints import atomic_write
 
-SCORE_COLUMNS = (
-    "step", "d_loss", "g_loss", "confidence", "coverage", "frechet", "seconds"
-)
-
 LOSS_COLUMNS = ("step", "d_loss", "g_loss")
+
+
+def score_columns(scores):
+    """The header of ``scores.csv`` for a scorer's dict of ``scores``: the step,
+    both losses, each score by name, then the wall time."""
+    return (*LOSS_COLUMNS, *scores, "seconds")
+
+
+def final_scores(run):
+    """The last row's scores of ``read_run``'s record, by name (no step, losses
+    or seconds)."""
+    scores = run["scores"]
+    names = [c for c in scores if c not in (*LOSS_COLUMNS, "seconds")]
+    return {name: float(scores[name][-1]) for name in names}
 
 
 def read_run(directory):
@@ -34,6 +45,22 @@ def read_run(directory):
     return run
 
 
+def read_runs(directory):
+    """Every run under ``directory`` (e.g. a ``gan_study`` output), by name: its
+    ``read_run`` record plus its ``provenance.json`` as a dict (finished runs only)."""
+    runs = {}
+    for provenance in sorted(Path(directory).glob("*/provenance.json")):
+        run = read_run(provenance.parent)
+        run["provenance"] = json.loads(provenance.read_text())
+        runs[provenance.parent.name] = run
+    if not runs:
+        raise FileNotFoundError(
+            f"no finished run in {directory}: expected subdirectories holding "
+            "provenance.json, as `python -m fitbook.tools.gan_study` writes them."
+        )
+    return runs
+
+
 def write_csv(path, columns, rows, mode="a"):
     """Append ``rows`` to a CSV file, writing the header if the file is new."""
     new = mode == "w" or not Path(path).is_file()
@@ -48,18 +75,20 @@ def truncate_run(directory, step):
     """Keep only the complete CSV rows of steps <= ``step`` (before resuming there).
 
     A run killed while appending may have left a partial last line; it goes too.
-    Each file is rewritten atomically, and removed if no row is left.
+    Each file is rewritten atomically, and removed if no row is left. A row's
+    width is its file's header's.
     """
-    for name, columns in (("scores", SCORE_COLUMNS), ("losses", LOSS_COLUMNS)):
+    for name in ("scores", "losses"):
         path = Path(directory) / f"{name}.csv"
         if not path.is_file():
             continue
-        kept = [line for line in path.read_text().splitlines()[1:]
-                if complete_row(line, len(columns), step)]
+        header, *lines = path.read_text().splitlines() or [""]
+        width = len(header.split(","))
+        kept = [line for line in lines if complete_row(line, width, step)]
         if not kept:
             path.unlink()
             continue
-        text = "\n".join([",".join(columns), *kept]) + "\n"
+        text = "\n".join([header, *kept]) + "\n"
         atomic_write(path, text.encode())
 
 

@@ -33,7 +33,10 @@ RECIPE_TYPES = {  # what each GanRecipe field accepts on the command line
     "label_noise": checked(float, lambda v: 0 <= v < 0.5, "a number in [0, 0.5)"),
     "real_label": checked(float, lambda v: 0.5 < v <= 1, "a number in (0.5, 1]"),
     "batch_size": POSITIVE_INT,
+    "ema_momentum": checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
 }
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policies
 
 
 def parse_args(argv):
@@ -73,6 +76,8 @@ def parse_args(argv):
     t.add_argument(
         "--jit", action=argparse.BooleanOptionalAction, default=True, help="use XLA"
     )
+    t.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="the Keras dtype policy the networks are built under")
     args = parser.parse_args(argv)
     args.argv = argv
     try:
