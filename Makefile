@@ -16,7 +16,7 @@ CACHED_CONFIG := _build/_config.cached.yml
 # citations of the references page cannot resolve, so those two warnings are off.
 CHAPTER_CONFIG := _build/_config.chapter.yml
 
-.PHONY: book book-cached chapter test setup data clean book-config
+.PHONY: book book-cached chapter test setup data graphviz clean book-config
 
 ## book: execute every chapter and build the HTML (errors and warnings are fatal)
 book: setup book-config
@@ -52,7 +52,7 @@ $(CHAPTER_CONFIG): $(CACHED_CONFIG)
 test: setup
 	$(PY) -m pytest -n 2
 
-setup: $(INSTALLED) data
+setup: $(INSTALLED) data graphviz
 
 $(INSTALLED): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -67,6 +67,12 @@ $(INSTALLED): requirements.txt pyproject.toml
 
 data: $(INSTALLED)
 	bash scripts/ensure-data.sh $(PY)
+
+## graphviz: Debian's Graphviz, whose `dot` keras.utils.plot_model runs (if missing)
+graphviz:
+	@command -v dot >/dev/null 2>&1 || { \
+	  echo "Installing Debian's graphviz (for keras.utils.plot_model) ..." && \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq graphviz; }
 
 clean:
 	rm -rf _build

@@ -6,7 +6,6 @@ creating a sub-layer inside ``call``, so the chapter can show what goes wrong.
 """
 
 import keras
-import matplotlib.pyplot as plt
 import numpy as np
 from keras import ops
 
@@ -113,73 +112,3 @@ def build_two_head_model(num_classes=10):
         },
         name="two_heads",
     )
-
-
-def _keras_histories(args):
-    """Names of the layers whose outputs appear anywhere in serialized call args."""
-    if isinstance(args, dict):
-        if args.get("class_name") == "__keras_tensor__":
-            return [args["config"]["keras_history"][0]]
-        args = list(args.values())
-    if isinstance(args, (list, tuple)):
-        return [name for item in args for name in _keras_histories(item)]
-    return []
-
-
-def model_graph(model):
-    """Edges ``(from, to)`` between a model's layer names (chapter "Custom layers")."""
-    is_model = isinstance(model, keras.Model)
-    layers = model.get_config().get("layers", []) if is_model else []
-    if not layers or any("inbound_nodes" not in layer for layer in layers):
-        raise TypeError(
-            "model_graph needs a functional keras.Model (built from keras.Input), "
-            f"got {type(model).__name__}."
-        )
-    edges = []
-    for layer in layers:
-        for node in layer["inbound_nodes"]:
-            parents = _keras_histories([node["args"], node["kwargs"]])
-            edges += [(parent, layer["name"]) for parent in parents]
-    return edges
-
-
-def plot_model_graph(model, title=None):
-    """Draw a functional model's layer graph (chapter "Custom layers")."""
-    edges = model_graph(model)
-    names = [layer.name for layer in model.layers]
-    depth = dict.fromkeys(names, 0)
-    for _ in names:  # longest path from an input; len(names) passes always suffice
-        for parent, child in edges:
-            depth[child] = max(depth[child], depth[parent] + 1)
-    for name in names:  # draw each input just above the first layer that reads it
-        children = [depth[child] for parent, child in edges if parent == name]
-        if children and all(child != name for _, child in edges):
-            depth[name] = min(children) - 1
-    rows = {d: [n for n in names if depth[n] == d] for d in set(depth.values())}
-    pos = {
-        name: ((i + 0.5) / len(row) - 0.5, -d)
-        for d, row in rows.items()
-        for i, name in enumerate(row)
-    }
-    fig, ax = plt.subplots(figsize=(7, 1.1 * len(rows) + 0.6))
-    for parent, child in edges:
-        ax.annotate(
-            "", pos[child], pos[parent],
-            arrowprops={"arrowstyle": "->", "shrinkA": 14, "shrinkB": 14},
-        )
-    for layer in model.layers:
-        shape = tuple(layer.output.shape)[1:]
-        ax.text(
-            *pos[layer.name], f"{layer.name}: {type(layer).__name__}\n{shape}",
-            ha="center", va="center", fontsize=8,
-            bbox={"boxstyle": "round", "facecolor": "#e8eef7"},
-        )
-    ax.set_xlim(-0.75, 0.75)
-    ax.set_ylim(-max(rows) - 0.5, 0.5)
-    ax.set_xlabel("layers at the same depth, side by side")
-    ax.set_ylabel("depth (layers from the first input)")
-    ax.set_xticks([])
-    ax.set_yticks([-d for d in rows], [str(d) for d in rows])
-    ax.set_title(title or f"Layer graph of model '{model.name}'")
-    fig.tight_layout()
-    return fig
