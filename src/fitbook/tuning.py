@@ -110,6 +110,8 @@ class Tuning:
     losses: dict  # candidate name -> its losses after the warm-up steps
     steps: int  # timed steps per round
     cached: bool = False  # read from the cache file, not measured now
+    measurements: dict = dataclasses.field(default_factory=dict, compare=False)
+    # candidate name -> its timing.Measurement (empty when read from the cache)
 
     def ratio(self, name):
         """Candidate ``name``'s speed over the plain configuration's."""
@@ -182,7 +184,7 @@ def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
                 for c in allowed)
         )
     chosen = max(ranked, key=lambda c: rates[c.name])
-    return Tuning(chosen, rates, rejected, losses, steps)
+    return Tuning(chosen, rates, rejected, losses, steps, measurements=timed)
 
 
 def restrict(candidates, precision=AUTO, jit_compile=AUTO):
