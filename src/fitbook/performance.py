@@ -22,6 +22,7 @@ import math
 import statistics
 
 import keras
+import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
@@ -259,8 +260,6 @@ def compare_precisions(scores, score, reference="float32", other="mixed_bfloat16
 def ratio_figure(panels):
     """Horizontal bar charts, one panel per ``title -> {name: ratio}``, with a
     dashed line at 1 (the plain configuration); returns the Figure."""
-    import matplotlib.pyplot as plt
-
     if not panels or not all(panels.values()):
         raise ValueError("panels must map titles to non-empty {name: ratio} dicts.")
     heights = [0.45 * len(ratios) + 1.0 for ratios in panels.values()]

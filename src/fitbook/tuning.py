@@ -27,6 +27,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from keras.src.backend.common import global_state  # Keras' global random state
+from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
 
 from fitbook.checks import positive_int
 from fitbook.timing import finish, time_runs
@@ -311,9 +313,6 @@ def random_state_kept():
     """Inside the block, build and train models freely: afterwards Python's,
     NumPy's and Keras' global random states are as before, so a tuning run does
     not change the weights of the models built after it."""
-    from keras.src.backend.common import global_state
-    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
-
     python_state, numpy_state = random.getstate(), np.random.get_state()
     generator = global_state.get_global_attribute(GLOBAL_SEED_GENERATOR)
     generator_state = None if generator is None else generator.state.numpy()
