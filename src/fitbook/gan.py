@@ -14,6 +14,7 @@ starts it from the command line.
 import contextlib
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import keras
@@ -30,6 +31,7 @@ from fitbook.models import LATENT_DIM, build_discriminator, build_generator
 from fitbook.quality import make_scorer
 from fitbook.reproducibility import set_seed
 from fitbook.runs import final_scores, read_run, truncate_run
+from fitbook.tf_noise import captured_stderr_fd
 from fitbook.tuning import (
     AUTO,
     cached_autotune,
@@ -268,6 +270,8 @@ def build_gan(recipe=SEED_RECIPE, seed=0, jit_compile=AUTO, precision=AUTO):
     the measurement, as the tests do.
     """
     precision, jit_compile = tuned_settings(precision, jit_compile)
+    if not _TUNING:
+        quiet_remapper(precision or keras.config.dtype_policy().name, jit_compile)
     building = contextlib.nullcontext() if precision is None else dtype_policy(
         precision)
     with building:  # layers take the global policy when they are created
@@ -281,6 +285,18 @@ def build_gan(recipe=SEED_RECIPE, seed=0, jit_compile=AUTO, precision=AUTO):
 
 
 TUNING_STEPS = 4  # GAN steps per timed round when tuning
+_TUNING = []  # non-empty while tune_gan builds its candidates
+
+
+def quiet_remapper(precision, jit_compile):
+    """Turn off TensorFlow's graph remapper for a ``mixed_bfloat16`` GAN run
+    without XLA: there, TensorFlow 2.21's remapper tries to fuse the
+    discriminator's Conv2D, BiasAdd and LeakyReLU, fails (the LeakyReLU
+    gradient still reads the BiasAdd), prints an error on stderr and leaves the
+    graph unfused. Off, the step is as fast and silent. Process-wide: graphs
+    made later lose the remapper's fusions too."""
+    if precision == "mixed_bfloat16" and not jit_compile:
+        tf.config.optimizer.set_experimental_options({"remapping": False})
 
 
 def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
@@ -314,10 +330,23 @@ def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
 
         return run
 
-    with random_state_kept():
-        return cached_autotune(f"gan, batch {recipe.batch_size}", make_run,
-                               candidates, steps, path=path, rounds=rounds,
-                               batch_size=recipe.batch_size, eligible=eligible)
+    _TUNING.append(True)  # candidates keep the remapper: each is timed as is
+    lines, logger = [], tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")  # one new model per candidate: retracing is expected
+    try:
+        with random_state_kept(), captured_stderr_fd() as lines:
+            tuning = cached_autotune(
+                f"gan, batch {recipe.batch_size}", make_run, candidates, steps,
+                path=path, rounds=rounds, batch_size=recipe.batch_size,
+                eligible=eligible)
+    finally:
+        _TUNING.pop()
+        logger.setLevel(level)
+        for line in lines:  # all but the remapper's error (see quiet_remapper)
+            if line.strip() and "remapper failed" not in line:
+                print(line, file=sys.stderr)
+    return tuning
 
 
 def tuned_settings(precision, jit_compile):
