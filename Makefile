@@ -8,16 +8,19 @@ JB := $(VENV)/bin/jupyter-book
 INSTALLED := $(VENV)/.requirements-installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
+# _config.yml with the repository's address (FITBOOK_REPOSITORY_URL, else the
+# GitHub `origin` remote) and its buttons, or without buttons: scripts/book_config.py.
+BOOK_CONFIG = $(BOOK_ROOT)/_build/_config.book.yml
 CACHED_CONFIG := _build/_config.cached.yml
 # One chapter alone: links to chapters outside its partial table of contents and
 # citations of the references page cannot resolve, so those two warnings are off.
 CHAPTER_CONFIG := _build/_config.chapter.yml
 
-.PHONY: book book-cached chapter test setup data clean
+.PHONY: book book-cached chapter test setup data clean book-config
 
 ## book: execute every chapter and build the HTML (errors and warnings are fatal)
-book: setup
-	$(JB) build $(BOOK_ROOT) --all -W --keep-going
+book: setup book-config
+	$(JB) build $(BOOK_ROOT) --config $(BOOK_CONFIG) --all -W --keep-going
 
 ## book-cached: fast rebuild while writing; re-runs only chapters whose cells changed
 book-cached: setup $(CACHED_CONFIG)
@@ -33,9 +36,13 @@ chapter: setup $(CHAPTER_CONFIG)
 	$(JB) build . --config $(CHAPTER_CONFIG) --toc _build/chapters/$(notdir $(CHAPTER))_toc.yml \
 	  --path-output _build/chapters/$(notdir $(CHAPTER)) -W --keep-going
 
-$(CACHED_CONFIG): _config.yml
+# Written before every build: the address may change without any file changing.
+book-config: $(INSTALLED)
+	$(PY) scripts/book_config.py $(BOOK_ROOT)/_config.yml $(BOOK_CONFIG)
+
+$(CACHED_CONFIG): book-config
 	mkdir -p _build
-	sed 's/execute_notebooks: force/execute_notebooks: cache/' _config.yml > $@
+	sed 's/execute_notebooks: force/execute_notebooks: cache/' $(BOOK_CONFIG) > $@
 
 $(CHAPTER_CONFIG): $(CACHED_CONFIG)
 	sed 's/suppress_warnings: \[\]/suppress_warnings: [ref.doc, bibtex.key_not_found]/' \

@@ -1,11 +1,14 @@
 """Check the built book: every page in _toc.yml exists, no page shows an error,
-traceback or stderr output, and every image a page references exists.
+traceback or stderr output, every image a page references exists and has alt
+text that describes it (not empty, not a file name or path), and every figure
+has a caption.
 
 Usage: python .ci/check_html.py _build/html
 """
 
+import re
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 import yaml
@@ -14,6 +17,31 @@ from bs4 import BeautifulSoup
 ROOT = Path(__file__).resolve().parents[1]
 BAD_OUTPUT_CLASSES = ("traceback", "stderr", "error")  # myst-nb output classes
 BAD_TEXT = ("Traceback (most recent call last)",)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".pdf")
+
+
+def alt_problem(img):
+    """Why an <img>'s alt text does not describe it, or None when it does.
+
+    Docutils falls back to the image's path when a figure gives no alt text, and
+    myst-nb names an output image by its hash, so a path, a file name or a bare
+    hash is a missing description.
+    """
+    alt = (img.get("alt") or "").strip()
+    src = img.get("src", "")
+    if not alt:
+        return "has no alt text"
+    one_word = not re.search(r"\s", alt)
+    looks_like_file = (
+        alt == src
+        or alt == PurePosixPath(urlparse(src).path).name
+        or alt.lower().endswith(IMAGE_SUFFIXES)
+        or (one_word and re.search(r"[/\\.]", alt))
+        or re.fullmatch(r"[0-9a-f]{16,}", alt.lower())
+    )
+    if looks_like_file:
+        return f"has a file name for alt text ({alt!r}): describe what it shows"
+    return None
 
 
 def toc_files(node):
@@ -40,12 +68,21 @@ def check_page(html_path, html_root):
             problems.append(f"page text contains {text!r}")
     for img in soup.find_all("img"):
         src = img.get("src", "")
+        problem = alt_problem(img)
+        if problem:
+            problems.append(f"image {src} {problem}")
         parsed = urlparse(src)
         if parsed.scheme in ("http", "https", "data") or not src:
             continue
         target = (html_path.parent / unquote(parsed.path)).resolve()
         if html_root.resolve() not in target.parents or not target.is_file():
             problems.append(f"image {src} does not exist")
+    for figure in soup.find_all("figure"):
+        caption = figure.find("figcaption")
+        if caption is None or not caption.get_text(strip=True):
+            shown = figure.find("img")
+            what = shown.get("src", "?") if shown else figure.get("id", "?")
+            problems.append(f"figure {what} has no caption")
     return problems
 
 

@@ -14,6 +14,7 @@ from fitbook.fit_internals import (
     fit_throughput,
     plot_timeline,
     record_fit,
+    train_traces,
 )
 from fitbook.models import classifier
 
@@ -71,14 +72,25 @@ def test_steps_are_traced_in_the_first_epoch_only(recorded):
     assert set(traces) == {"(float32 (None, 28, 28, 1), int64 (None,))"}
 
 
-def test_a_second_trace_comes_from_creating_optimizer_variables(data):
+@pytest.mark.parametrize(
+    "metrics, build_optimizer, expected",
+    [([], False, 2), ([], True, 1), (["accuracy"], False, 2), (["accuracy"], True, 2)],
+)
+def test_a_second_trace_comes_from_lazily_created_variables(
+    data, metrics, build_optimizer, expected
+):
+    # The optimizer's and the compiled metrics' variables are both created in the
+    # first call; only with neither left to create is one trace enough.
     x, y = data
-    model = classifier(InstrumentedModel, seed=0, probabilities=True)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.optimizer.build(model.trainable_variables)  # create Adam's slots now
-    model.fit(x, y, batch_size=40, epochs=1, verbose=0)
-    assert count_events(model.events, "trace train_step") == 1
-    assert count_events(model.events, "train_step") == 3
+    assert train_traces(x, y, metrics, build_optimizer) == expected
+
+
+def test_batch_dimension_is_static_when_the_samples_divide_evenly(data):
+    x, y = data
+    for n, batch in ((96, "32"), (100, "None")):
+        events, _ = record_fit(x[:n], y[:n], batch_size=32, epochs=1)
+        traces = {d for _, name, d in events if name == "trace train_step"}
+        assert traces == {f"(float32 ({batch}, 28, 28, 1), int64 ({batch},))"}
 
 
 def test_steps_per_execution_groups_batch_callbacks(data):

@@ -32,6 +32,19 @@ def test_main_skips_finished_runs_and_resumes_started_ones(tmp_path, monkeypatch
     assert commands[2][commands[2].index("--steps") + 1] == "400"
 
 
+def test_a_run_another_process_trains_is_skipped(tmp_path, monkeypatch):
+    import fcntl
+
+    commands = []
+    monkeypatch.setattr(gan_study.subprocess, "run",
+                        lambda command, check: commands.append(command))
+    with open(tmp_path / ".seed-float32-seed0.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a second study process would
+        gan_study.main(["--out", str(tmp_path), "--precisions", "float32",
+                        "--recipes", "seed", "--seeds", "0", "1"])
+    assert [c[c.index("--seed") + 1] for c in commands] == ["1"]
+
+
 def test_bad_precision_exits_with_status_2(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         gan_study.main(["--out", str(tmp_path), "--precisions", "float64"])

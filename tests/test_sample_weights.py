@@ -83,6 +83,18 @@ def test_zero_weights_remove_samples_from_gradient(data):
     assert not np.allclose(grads_all[0], grads_w[0])  # the zeros did change it
 
 
+def test_heavier_weights_give_a_larger_loss(data):
+    # sum_over_batch_size: sum(w * l) / N, so doubling every weight doubles it.
+    x, y, _ = data
+    model = compiled(sw.WeightedTrainStepModel)
+    loss_1, grads_1 = sw.loss_and_gradients(model, x[:4], y[:4], np.ones(4, "float32"))
+    loss_2, grads_2 = sw.loss_and_gradients(
+        model, x[:4], y[:4], np.full(4, 2.0, "float32")
+    )
+    assert loss_2 == pytest.approx(2 * loss_1, rel=1e-6)
+    np.testing.assert_allclose(grads_2[0], 2 * grads_1[0], rtol=1e-5, atol=1e-7)
+
+
 def test_keras_refuses_sample_weight_with_class_weight(data):
     x, y, sample_weight = data
     model = compiled(sw.WeightedTrainStepModel)

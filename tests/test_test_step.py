@@ -110,14 +110,26 @@ def test_predict_step_returns_class_indices_and_probabilities(data, trained):
     assert result["class_index"].shape == (N,)  # the partial batch is included
 
 
-def test_crossentropy_agrees_with_keras():
+def test_crossentropy_agrees_with_keras_on_a_softmax_output():
     rng = np.random.default_rng(2)
-    y_pred = rng.dirichlet(np.ones(4), size=20).astype("float32")
-    y_pred[0] = [1.0, 0.0, 0.0, 0.0]  # a zero probability hits the clipping
+    logits = (5 * rng.normal(size=(20, 4))).astype("float32")
     y = rng.integers(0, 4, 20)
-    y[0] = 1
-    expected = keras.losses.sparse_categorical_crossentropy(y, y_pred).numpy()
-    np.testing.assert_allclose(ts.crossentropy(y, y_pred), expected, rtol=1e-5)
+    probabilities = keras.activations.softmax(logits)  # carries its logits
+    expected = keras.losses.sparse_categorical_crossentropy(y, probabilities).numpy()
+    np.testing.assert_allclose(
+        ts.crossentropy(y, np.asarray(probabilities)), expected, rtol=1e-5, atol=1e-6
+    )  # Keras works in float32 from the logits
+
+
+def test_keras_takes_a_softmax_outputs_logits_and_clips_nothing():
+    # What the chapter says: a softmax output's loss comes from its logits; only
+    # bare probabilities (no logits attached) are clipped to [1e-7, 1 - 1e-7].
+    logits, y = np.array([[30.0, 0.0, -30.0]], "float32"), np.array([2])
+    probabilities = keras.activations.softmax(logits)
+    loss = keras.losses.sparse_categorical_crossentropy
+    assert float(loss(y, probabilities)[0]) == pytest.approx(60.0, rel=1e-5)
+    bare = np.asarray(probabilities)
+    assert float(loss(y, bare)[0]) == pytest.approx(-np.log(1e-7), rel=1e-4)
 
 
 def test_numpy_functions_reject_mismatched_input():

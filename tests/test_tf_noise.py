@@ -48,3 +48,22 @@ def test_import_is_quiet_but_warnings_still_show():
     assert result.stdout.strip() == "4.0"
     assert result.stderr.strip().endswith("UserWarning: ours")
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_float16_notice_is_dropped_and_other_lines_replayed(capfd):
+    import os
+
+    from fitbook.tf_noise import without_float16_notice
+
+    notice = (
+        "E0000 00:00:1796090203.944230   18423 util.cc:131] oneDNN supports DT_HALF "
+        "only on platforms with AVX-512. Falling back to the default Eigen-based "
+        "implementation if present.\n"
+    )
+    with pytest.raises(RuntimeError):
+        with without_float16_notice():
+            os.write(2, notice.encode())
+            os.write(2, b"a real error\n")
+            raise RuntimeError("the block failed")
+    err = capfd.readouterr().err
+    assert "a real error" in err and "DT_HALF" not in err

@@ -181,3 +181,17 @@ def test_loss_tracker_needs_a_compiled_model():
 def test_batch_size_of_counts_the_first_input():
     assert int(batch_size_of(X)) == 2
     assert int(batch_size_of({"a": X, "b": tf.zeros((2, 5))})) == 2
+
+
+def test_update_norm_shows_what_scale_loss_does_under_mixed_float16():
+    x, y = labeled_images(64, seed=0)
+    norms = {
+        policy: [update_norm(cls, x, y, policy) for cls in
+                 (keras.Model, CustomTrainStepModel, UnscaledLossModel)]
+        for policy in ("float32", "mixed_float16")
+    }
+    assert norms["float32"][0] == pytest.approx(norms["float32"][2], rel=1e-5)
+    builtin, custom, unscaled = norms["mixed_float16"]
+    assert custom == pytest.approx(builtin, rel=1e-2)
+    assert unscaled < builtin / 1000  # gradients divided by the initial scale
+    assert keras.config.dtype_policy().name == "float32"  # restored

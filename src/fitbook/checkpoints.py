@@ -9,8 +9,9 @@ A :class:`TrainingCheckpoint` saves the state of any number of named
 - a ``keras.random.SeedGenerator`` (its ``state``) or a single ``keras.Variable``;
 - a ``numpy.random.Generator`` (its bit generator's state).
 
-Writes are atomic: the file is written under a temporary name in the same
-directory, flushed to disk, then renamed with :func:`os.replace`. A crash in the
+Writes are atomic on POSIX systems: the file is written under a temporary name
+in the same directory, flushed to disk, then renamed with :func:`os.replace`,
+which POSIX makes atomic (Windows does not promise that of a rename). A crash in the
 middle of a save leaves at most a ``*.tmp`` file, which :meth:`restore_latest`
 ignores, so it always finds the last complete checkpoint. A checkpoint damaged
 afterwards (truncated, a flipped byte: the zip's CRC-32 catches it) is skipped
@@ -86,7 +87,9 @@ def atomic_write(path, data):
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())  # the bytes are on disk before the rename
-        os.replace(tmp, path)  # atomic on POSIX and Windows
+        # A rename within one directory: atomic on POSIX file systems. Windows
+        # documents no such guarantee for os.replace (MoveFileEx).
+        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -137,6 +137,27 @@ def record_fit(x, y=None, steps_per_execution=1, **fit_options):
     return list(model.events), history
 
 
+def train_traces(x, y, metrics=(), build_optimizer=False, batch_size=40):
+    """How many times one epoch of ``fit()`` traces ``train_step`` (chapter "What
+    fit() does").
+
+    The model and compile() are ``record_fit``'s, except that only the compiled
+    ``metrics`` and whether the optimizer's variables are created before
+    ``fit()`` (``build_optimizer``) change, so each control changes one thing.
+    """
+    model = classifier(InstrumentedModel, seed=0, probabilities=True)
+    model.compile(
+        optimizer="adam",
+        loss="sparse_categorical_crossentropy",
+        metrics=list(metrics),
+        jit_compile=False,  # tf.py_function cannot be compiled by XLA
+    )
+    if build_optimizer:
+        model.optimizer.build(model.trainable_variables)
+    model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+    return count_events(model.events, "trace train_step")
+
+
 def count_events(events, name):
     """How many events are called ``name`` (chapter "What fit() does")."""
     return sum(1 for _, event, _ in events if event == name)

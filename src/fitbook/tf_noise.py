@@ -23,6 +23,37 @@ STARTUP_NOISE = re.compile(
 )
 
 
+# oneDNN's notice, once per process, when a float16 kernel first runs on a CPU
+# without AVX-512 FP16 (AMD Zen 4 has AVX-512 but not FP16): it falls back to
+# Eigen's kernel and nothing else changes. Logged at ERROR level, so
+# TF_CPP_MIN_LOG_LEVEL=2 lets it through.
+FLOAT16_NOTICE = re.compile(
+    r"^E\d{4} [\d:.]+ +\d+ util\.cc:\d+\] oneDNN supports DT_HALF only on "
+    r"platforms with AVX-512\..*$"
+)
+
+
+@contextlib.contextmanager
+def without_float16_notice():
+    """Run a block with file descriptor 2 captured, then replay every line except
+    oneDNN's float16 notice (``FLOAT16_NOTICE``), even when the block raises."""
+    lines = []
+    try:
+        with captured_stderr_fd() as captured:
+            try:
+                yield
+            finally:
+                lines = captured  # filled when the capture ends
+    finally:
+        _replay(lines, FLOAT16_NOTICE)
+
+
+def _replay(lines, drop):
+    for line in lines:
+        if line.strip() and not drop.match(line.rstrip("\r\n")):
+            print(line, file=sys.stderr)
+
+
 def is_startup_noise(line):
     """Return True if ``line`` is one of TensorFlow's known start-up lines."""
     return bool(STARTUP_NOISE.match(line.rstrip("\r\n")))

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from fitbook.batches import batch_size_of, unpack_x_y
 from fitbook.models import classifier
+from fitbook.tf_noise import without_float16_notice
 
 
 def loss_tracker(model):
@@ -216,13 +217,14 @@ def update_norm(model_class, x, y, dtype_policy="float32", learning_rate=0.1):
     before = keras.config.dtype_policy()
     keras.config.set_dtype_policy(dtype_policy)
     try:
-        model = classifier(model_class, seed=0, probabilities=True)
-        model.compile(
-            optimizer=keras.optimizers.SGD(learning_rate),
-            loss="sparse_categorical_crossentropy",
-        )
-        start = model.get_weights()
-        model.train_step((tf.convert_to_tensor(x), tf.convert_to_tensor(y)))
+        with without_float16_notice():  # float16 kernels may log a CPU notice
+            model = classifier(model_class, seed=0, probabilities=True)
+            model.compile(
+                optimizer=keras.optimizers.SGD(learning_rate),
+                loss="sparse_categorical_crossentropy",
+            )
+            start = model.get_weights()
+            model.train_step((tf.convert_to_tensor(x), tf.convert_to_tensor(y)))
     finally:
         keras.config.set_dtype_policy(before)
     pairs = zip(model.get_weights(), start)

@@ -24,7 +24,9 @@ class Sampling(keras.layers.Layer):
     def __init__(self, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.seed = seed
-        # Created once here: a generator made in call() would repeat its draws.
+        # State is created once, here. A SeedGenerator made in call() would be a
+        # new one per call: eagerly, with a fixed seed, the same draws every time;
+        # in fit()'s traced step, an error (tf.function creates variables once).
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, inputs):

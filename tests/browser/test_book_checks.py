@@ -201,3 +201,46 @@ def test_wrapped_outputs_names_the_page_and_the_line():
     assert browser_check.wrapped_outputs(layouts) == [
         "book/a#s: 1 line(s) of up to 100 characters in a box of 89: 'x = 1'"
     ]
+
+
+check_html = load("check_html")
+
+
+@pytest.mark.parametrize(
+    "img, problem",
+    [
+        ('<img src="../_images/ab12.png" alt="A grid of 32 garments">', None),
+        ('<img src="x.png" alt="Recall of T-shirt/top and Shirt">', None),
+        ('<img src="x.png">', "has no alt text"),
+        ('<img src="x.png" alt="  ">', "has no alt text"),
+        ('<img src="../_images/ab12.png" alt="../_images/ab12.png">', "file name"),
+        ('<img src="../_images/ab12.png" alt="ab12.png">', "file name"),
+        ('<img src="y.png" alt="figure.svg">', "file name"),
+        ('<img src="y.png" alt="_images/other">', "file name"),
+        ('<img src="y.png" alt="3f2a9c0d1e5b7a64">', "file name"),
+    ],
+)
+def test_alt_text_must_describe_the_image(img, problem):
+    from bs4 import BeautifulSoup
+
+    found = check_html.alt_problem(BeautifulSoup(img, "html.parser").img)
+    assert (found is None) if problem is None else (problem in found), found
+
+
+def test_page_lists_each_image_without_alt_and_figure_without_caption(tmp_path):
+    page = tmp_path / "book" / "a.html"
+    write(
+        page,
+        '<figure><img src="../_images/f.png" alt="../_images/f.png"></figure>'
+        '<figure><img src="../_images/g.png" alt="Loss curves of two runs">'
+        "<figcaption><p>Losses.</p></figcaption></figure>",
+    )
+    (tmp_path / "_images").mkdir()
+    for name in ("f.png", "g.png"):
+        (tmp_path / "_images" / name).write_bytes(b"png")
+    problems = check_html.check_page(page, tmp_path)
+    assert problems == [
+        "image ../_images/f.png has a file name for alt text ('../_images/f.png'): "
+        "describe what it shows",
+        "figure ../_images/f.png has no caption",
+    ]

@@ -6,10 +6,13 @@ The runs are the evidence of the GAN chapters (does changing beta_1 fix the seed
 recipe, over several seeds?) and of the Performance chapter (does
 ``mixed_bfloat16`` train as well as ``float32``?). Stopped at any point, the same
 command goes on: finished runs are skipped, unfinished ones resume exactly from
-their newest checkpoint. ``read_runs`` (in :mod:`fitbook.runs`) reads them back.
+their newest checkpoint. Several processes may run the same study at once (one
+per core, say): each run is locked while it trains, and the others skip it.
+``read_runs`` (in :mod:`fitbook.runs`) reads them back.
 """
 
 import argparse
+import fcntl
 import itertools
 import subprocess
 import sys
@@ -55,8 +58,18 @@ def main(argv=None):
         if (out / "provenance.json").is_file():
             print(f"{out.name}: done", flush=True)
             continue
-        print(f"{out.name}: training", flush=True)
-        subprocess.run(train_command(out, recipe, precision, seed, args), check=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out.parent / f".{out.name}.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"{out.name}: another process trains it", flush=True)
+                continue
+            if (out / "provenance.json").is_file():  # finished while we waited
+                continue
+            print(f"{out.name}: training", flush=True)
+            command = train_command(out, recipe, precision, seed, args)
+            subprocess.run(command, check=True)
 
 
 if __name__ == "__main__":
