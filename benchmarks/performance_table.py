@@ -20,13 +20,13 @@ import argparse
 
 import fitbook  # noqa: F401  (quiet TensorFlow import first)
 from fitbook.data import load_fashion_mnist
-from fitbook.gan import FIXED_RECIPE
+from fitbook.gan import FIXED_RECIPE, tune_gan
 from fitbook.models import build_discriminator, build_generator
 from fitbook.performance import (
+    classifier_grid_runs,
     classifier_runs,
     dropout_runs,
     encode_png,
-    gan_runs,
     pipeline_runs,
     to_uint8,
 )
@@ -34,6 +34,7 @@ from fitbook.performance_flops import gan_step_flops
 from fitbook.performance_machine import describe_machine, matmul_flops
 from fitbook.reproducibility import set_seed
 from fitbook.timing import measurement_table, time_runs
+from fitbook.tuning import PLAIN
 
 
 def main(argv=None):
@@ -65,25 +66,37 @@ def main(argv=None):
     dropout = time_runs(dropout_runs(x, y, args.batch_size), **common)
     print()
     print(measurement_table(dropout.values(), baseline="Dropout(0.0), function"))
+    grid = time_runs(classifier_grid_runs(x, y, args.batch_size), **common)
+    print()
+    print(measurement_table(grid.values(), baseline=f"fit(), {PLAIN.name}"))
     if args.skip_gan:
         return
 
     batch = FIXED_RECIPE.batch_size
-    gan = time_runs(gan_runs(x_train[:4096], args.gan_steps), args.gan_steps,
-                    args.rounds, batch_size=batch)
+    tuning = tune_gan(steps=args.gan_steps, rounds=args.rounds, path=None)
     print()
-    print(measurement_table(gan.values(), baseline="GAN step, float32"))
+    print(measurement_table(tuning.measurements.values(), baseline=PLAIN.name))
+    print(f"autotuner's choice: {tuning.chosen.name}; not sound: "
+          f"{tuning.rejected or 'none'}")
     flops = gan_step_flops(build_generator(), build_discriminator(), batch)
-    achieved = flops * gan["GAN step, float32"].steps_per_second
+    achieved = flops * tuning.steps_per_second[PLAIN.name]
+    chosen_rate = flops * tuning.steps_per_second[tuning.chosen.name]
     measured_peak = matmul_flops(args.matmul_n)
     print(f"\nGAN step: {flops / 1e9:.2f} GFLOP (batch {batch}); float32 achieves "
-          f"{achieved / 1e9:.1f} GFLOP/s")
+          f"{achieved / 1e9:.1f} GFLOP/s, the chosen configuration "
+          f"{chosen_rate / 1e9:.1f}")
     print(f"float32 matmul {args.matmul_n}^2: {measured_peak / 1e9:.1f} GFLOP/s "
-          f"-> GAN step at {achieved / measured_peak:.0%} of it")
+          f"-> float32 GAN step at {achieved / measured_peak:.0%} of it")
+    for jit in (False, True):
+        rate = matmul_flops(args.matmul_n, "bfloat16", jit_compile=jit)
+        print(f"bfloat16 matmul, {'XLA' if jit else 'no XLA'}: "
+              f"{rate / 1e9:.1f} GFLOP/s")
     peak = machine["peak"]
     if peak is None:
         print("CPU peak: unknown (no clock or vector width in /proc/cpuinfo)")
     else:
+        print("(an upper bound: /proc/cpuinfo cannot tell 256-bit from 512-bit "
+              "vector units)")
         print(f"CPU peak estimate: {peak.cores} cores x {peak.ghz:.2f} GHz x "
               f"{peak.flops_per_cycle} FLOP/cycle = {peak.flops / 1e9:.0f} GFLOP/s "
               f"-> GAN step at {achieved / peak.flops:.0%}, matmul at "

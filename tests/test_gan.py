@@ -81,7 +81,7 @@ def test_generator_step_changes_only_generator():
 
 
 def test_fit_on_images_and_labels_then_evaluate():
-    gan = G.build_gan(seed=1, jit_compile=False)
+    gan = G.build_gan(seed=1, jit_compile=False, precision="float32")
     ds = tf.data.Dataset.from_tensor_slices((images(32), np.arange(32) % 10))
     history = LossHistory()
     fitted = gan.fit(
@@ -100,7 +100,7 @@ def test_fit_on_images_and_labels_then_evaluate():
 
 
 def test_wrong_image_shape_is_a_clear_error():
-    gan = G.build_gan()
+    gan = G.build_gan(jit_compile=True, precision="float32")
     with pytest.raises(ValueError, match=r"\(batch, 28, 28, 1\).*x\[\.\.\., None\]"):
         gan.fit(images(16)[..., 0], batch_size=8, epochs=1, verbose=0)
 
@@ -128,7 +128,7 @@ def test_loss_history_takes_any_names_and_spans_epochs():
 
 
 def test_image_grid_callback_keeps_and_saves_grids(tmp_path):
-    gan = G.build_gan(jit_compile=False)
+    gan = G.build_gan(jit_compile=False, precision="float32")
     z = keras.random.normal((4, M.LATENT_DIM), seed=0)
     grid = ImageGridCallback(z, every=2, directory=tmp_path, steps_per_epoch=2)
     gan.fit(images(8), batch_size=4, epochs=4, verbose=0, callbacks=[grid])
@@ -164,14 +164,14 @@ def test_models_round_trip_through_keras_files(tmp_path):
 
 def test_resumed_training_matches_uninterrupted_training(tmp_path):
     x = images(24)
-    straight = G.build_gan(seed=5, jit_compile=False)
-    interrupted = G.build_gan(seed=5, jit_compile=False)
+    straight = G.build_gan(seed=5, jit_compile=False, precision="float32")
+    interrupted = G.build_gan(seed=5, jit_compile=False, precision="float32")
     interrupted.set_weights(straight.get_weights())
     for gan in (straight, interrupted):
         gan.fit(x[:16], batch_size=8, epochs=1, shuffle=False, verbose=0)
     G.make_checkpoint(interrupted, tmp_path).save(2)
     # Other weights and another seed: all of it comes back from the checkpoint.
-    resumed = G.build_gan(seed=99, jit_compile=False)
+    resumed = G.build_gan(seed=99, jit_compile=False, precision="float32")
     assert G.make_checkpoint(resumed, tmp_path).restore_latest() == 2
     for gan in (straight, resumed):
         gan.fit(x[16:], batch_size=8, epochs=1, shuffle=False, verbose=0)
@@ -181,7 +181,8 @@ def test_resumed_training_matches_uninterrupted_training(tmp_path):
 
 def test_command_line_trains_logs_and_resumes(tmp_path, fashion_mnist_dir, capsys):
     argv = ["train", "--out", str(tmp_path), "--steps", "4", "--log-every", "2"]
-    argv += ["--grid-every", "1", "--verbose", "0", "--no-jit"]
+    argv += ["--grid-every", "1", "--verbose", "0", "--no-jit",
+             "--precision", "float32"]
     argv += ["--score-images", "100"]
     train_gan.main(argv)
     with pytest.raises(SystemExit) as refused:
@@ -201,7 +202,7 @@ def test_command_line_trains_logs_and_resumes(tmp_path, fashion_mnist_dir, capsy
 
 def test_averaged_weights_lends_the_moving_average_then_restores():
     recipe = G.GanRecipe(ema_momentum=0.5)
-    gan = G.build_gan(recipe, jit_compile=False)
+    gan = G.build_gan(recipe, jit_compile=False, precision="float32")
     with pytest.raises(ValueError, match="use_ema=True"):  # not built yet
         with G.averaged_weights(gan.g_optimizer, gan.generator):
             pass
@@ -215,7 +216,7 @@ def test_averaged_weights_lends_the_moving_average_then_restores():
         np.testing.assert_allclose(a, 0.5 * w1 + 0.5 * w2, rtol=1e-6, atol=1e-7)
     assert all(changed(own, average))  # every weight moved in step 2
     assert not any(changed(own, weights(gan.generator)))  # restored exactly
-    no_average = G.build_gan(G.GanRecipe(), jit_compile=False)
+    no_average = G.build_gan(G.GanRecipe(), jit_compile=False, precision="float32")
     with pytest.raises(ValueError, match="keeps no moving average"):
         with G.averaged_weights(no_average.g_optimizer, no_average.generator):
             pass

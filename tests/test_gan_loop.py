@@ -28,7 +28,7 @@ def trainer_like(gan, seed):
 
 def test_one_step_matches_fit_train_step():
     recipe = G.FIXED_RECIPE
-    gan = G.build_gan(recipe, seed=7)
+    gan = G.build_gan(recipe, seed=7, jit_compile=True, precision="float32")
     trainer = trainer_like(gan, seed=7)  # same weights, same random draws
     x = images(16)
     before = gan.generator.get_weights()[0]
@@ -67,7 +67,7 @@ def exact_trainer(gan, seed):
 
 def test_interrupted_loop_resumes_bit_for_bit(tmp_path):
     data = image_dataset(images(12), 4, seed=1, repeat=True)  # reshuffled
-    gan = G.build_gan(seed=3, jit_compile=False)
+    gan = G.build_gan(seed=3, jit_compile=False, precision="float32")
     straight, first, second = (exact_trainer(gan, seed=3) for _ in range(3))
     history = train_gan_loop(straight, data, 5, tmp_path / "straight", verbose=0)
     assert history["step"] == [1, 2, 3, 4, 5] and np.isfinite(history["d_loss"]).all()
@@ -89,7 +89,7 @@ def test_interrupted_loop_resumes_bit_for_bit(tmp_path):
 
 
 def test_loop_refuses_a_checkpoint_past_steps(tmp_path):
-    trainer = exact_trainer(G.build_gan(jit_compile=False), seed=0)
+    trainer = exact_trainer(G.build_gan(jit_compile=False, precision="float32"), seed=0)
     data = tf.data.Dataset.from_tensors(images(4)).repeat()
     train_gan_loop(trainer, data, 2, tmp_path, verbose=0)
     with pytest.raises(ValueError, match="at step 2, past steps=1"):
@@ -98,13 +98,13 @@ def test_loop_refuses_a_checkpoint_past_steps(tmp_path):
 
 def test_loop_accepts_images_with_labels(tmp_path):
     ds = tf.data.Dataset.from_tensor_slices((images(16), np.arange(16)))
-    trainer = exact_trainer(G.build_gan(jit_compile=False), seed=0)
+    trainer = exact_trainer(G.build_gan(jit_compile=False, precision="float32"), seed=0)
     history = train_gan_loop(trainer, ds.batch(8), 2, tmp_path, verbose=0)
     assert history["step"] == [1, 2]
 
 
 def test_loop_rejects_bad_steps_and_short_data(tmp_path):
-    trainer = exact_trainer(G.build_gan(jit_compile=False), seed=0)
+    trainer = exact_trainer(G.build_gan(jit_compile=False, precision="float32"), seed=0)
     with pytest.raises(ValueError, match="positive int"):
         train_gan_loop(trainer, [], 0, tmp_path)
     short = tf.data.Dataset.from_tensors(images(4))

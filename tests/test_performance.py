@@ -8,7 +8,9 @@ import tensorflow as tf
 
 from fitbook.performance import (
     PIPELINES,
+    classifier_grid_runs,
     classifier_runs,
+    compare_precisions,
     dropout_runs,
     dtype_policy,
     encode_png,
@@ -16,8 +18,11 @@ from fitbook.performance import (
     gan_under_policy,
     image_pipeline,
     pipeline_runs,
+    ratio_figure,
+    study_scores,
     to_uint8,
 )
+from fitbook.tuning import PLAIN, Config
 
 # ---------------------------------------------------------------- dtype policy
 
@@ -161,6 +166,58 @@ def test_gan_runs_name_each_policy_and_train():
     assert list(runs) == ["GAN step, mixed_bfloat16"]
     history = runs["GAN step, mixed_bfloat16"]()
     assert np.isfinite(history.history["d_loss"][0])
+
+
+def test_classifier_grid_runs_name_each_config_and_train():
+    x = np.random.default_rng(0).random((16, 28, 28, 1), dtype=np.float32)
+    y = np.arange(16) % 10
+    configs = [PLAIN, Config("mixed_bfloat16", False, 2)]
+    runs = classifier_grid_runs(x, y, 8, configs, hidden=4)
+    assert list(runs) == ["fit(), float32, no XLA",
+                          "fit(), mixed_bfloat16, no XLA, steps_per_execution=2"]
+    history = runs["fit(), mixed_bfloat16, no XLA, steps_per_execution=2"]()
+    assert np.isfinite(history.history["loss"][0])
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def fake_run(frechet, coverage):
+    return {"scores": {"frechet": np.array([300.0, frechet]),
+                       "coverage": np.array([0.1, coverage])}}
+
+
+def test_study_scores_and_compare_precisions():
+    runs = {
+        "fixed-float32-seed0": fake_run(80.0, 0.6),
+        "fixed-float32-seed1": fake_run(90.0, 0.7),
+        "fixed-mixed_bfloat16-seed0": fake_run(84.0, 0.65),
+        "fixed-mixed_bfloat16-seed1": fake_run(88.0, 0.9),
+        "seed-float32-seed0": fake_run(1.0, 1.0),  # another recipe: left out
+        "odd": fake_run(1.0, 1.0),
+    }
+    table = study_scores(runs)
+    assert table["float32"] == {0: {"frechet": 80.0, "coverage": 0.6},
+                                1: {"frechet": 90.0, "coverage": 0.7}}
+    frechet = compare_precisions(table, "frechet")
+    assert frechet["spread"] == 10.0 and frechet["difference"] == pytest.approx(1.0)
+    assert frechet["within"] is True
+    coverage = compare_precisions(table, "coverage")
+    assert coverage["spread"] == pytest.approx(0.25)
+    assert coverage["within"] is True
+    far = compare_precisions({"float32": table["float32"],
+                              "mixed_bfloat16": {0: {"frechet": 200.0},
+                                                 1: {"frechet": 210.0}}}, "frechet")
+    assert far["within"] is False
+    one_seed = compare_precisions({"mixed_bfloat16": table["mixed_bfloat16"]},
+                                  "frechet")
+    assert one_seed["within"] is None and one_seed["seeds"]["float32"] == 0
+
+
+def test_ratio_figure_has_a_panel_per_model():
+    fig = ratio_figure({"a": {"x": 1.0, "y": 2.0}, "b": {"z": 0.5}})
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b"]
+    assert all(ax.get_xlabel() for ax in fig.axes)
+    with pytest.raises(ValueError, match="non-empty"):
+        ratio_figure({"a": {}})
 
 
 # ---------------------------------------------------------------- the table

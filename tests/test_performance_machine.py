@@ -41,6 +41,8 @@ Features	: fp asimd evtstrm
 
 def test_matmul_flops_is_positive():
     assert matmul_flops(n=32, steps=1, rounds=1) > 0
+    for jit in (False, True):
+        assert matmul_flops(32, "bfloat16", 1, 1, jit_compile=jit) > 0
 
 
 def test_parse_intel_avx512():

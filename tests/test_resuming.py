@@ -94,7 +94,7 @@ def train_gan(gan, start, steps):
 
 def test_plain_gan_cannot_be_saved_as_keras(tmp_path):
     with pytest.raises(NotImplementedError, match="get_config"):
-        build_gan(jit_compile=False).save(tmp_path / "gan.keras")
+        build_gan(jit_compile=False, precision="float32").save(tmp_path / "gan.keras")
 
 
 def test_reloaded_keras_gan_continues_exactly(tmp_path):
@@ -118,20 +118,20 @@ def test_keras_files_leave_out_the_noise_state_by_default(tmp_path):
 
 
 def test_gan_checkpoint_continues_exactly(tmp_path):
-    gan = train_gan(build_gan(jit_compile=False), 0, 1)
+    gan = train_gan(build_gan(jit_compile=False, precision="float32"), 0, 1)
     make_checkpoint(gan, tmp_path).save(1)
     expected = r.gan_state(train_gan(gan, 1, 1))
-    fresh = build_gan(seed=1, jit_compile=False)
+    fresh = build_gan(seed=1, jit_compile=False, precision="float32")
     assert make_checkpoint(fresh, tmp_path).restore_latest() == 1
     same = r.same_state(expected, r.gan_state(train_gan(fresh, 1, 1)))
     assert all(same.values()), same
 
 
 def test_tf_checkpoint_of_a_gan_continues_exactly(tmp_path):
-    gan = train_gan(build_gan(jit_compile=False), 0, 1)
+    gan = train_gan(build_gan(jit_compile=False, precision="float32"), 0, 1)
     path = r.tf_checkpoint(gan).save(tmp_path / "ckpt")
     expected = r.gan_state(train_gan(gan, 1, 1))
-    fresh = build_gan(seed=1, jit_compile=False)
+    fresh = build_gan(seed=1, jit_compile=False, precision="float32")
     r.tf_checkpoint(fresh).restore(path).assert_consumed()
     same = r.same_state(expected, r.gan_state(train_gan(fresh, 1, 1)))
     assert all(same.values()), same

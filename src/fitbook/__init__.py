@@ -78,6 +78,7 @@ BLOCKS = (
     "batches",
     "checks",
     "timing",
+    "tuning",
     "checkpoints",
     "callbacks",
     "runs",

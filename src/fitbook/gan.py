@@ -14,6 +14,7 @@ starts it from the command line.
 import contextlib
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import keras
@@ -30,6 +31,15 @@ from fitbook.models import LATENT_DIM, build_discriminator, build_generator
 from fitbook.quality import make_scorer
 from fitbook.reproducibility import set_seed
 from fitbook.runs import final_scores, read_run, truncate_run
+from fitbook.tf_noise import captured_stderr_fd
+from fitbook.tuning import (
+    AUTO,
+    cached_autotune,
+    dtype_policy,
+    grid,
+    random_state_kept,
+    restrict,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,13 +209,16 @@ class GAN(keras.Model):
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
 
     def compile(
-        self, d_optimizer, g_optimizer, loss_fn, recipe=SEED_RECIPE, jit_compile=True
+        self, d_optimizer, g_optimizer, loss_fn, recipe=SEED_RECIPE, jit_compile=AUTO
     ):
         """Two optimizers, one loss; ``recipe`` supplies the label settings.
 
         ``self.optimizer`` stays ``None``: a callback that changes a learning rate
-        must change ``d_optimizer``'s or ``g_optimizer``'s.
+        must change ``d_optimizer``'s or ``g_optimizer``'s. ``jit_compile="auto"``
+        uses XLA if it measured faster for this dtype policy (``tune_gan``).
         """
+        if jit_compile == AUTO:
+            jit_compile = tuned_settings(self.dtype_policy.name, AUTO)[1]
         super().compile(optimizer=None, jit_compile=jit_compile)
         # Under mixed_float16, wrapped in a LossScaleOptimizer as compile() does.
         self.d_optimizer = with_loss_scaling(d_optimizer, self.dtype_policy)
@@ -247,19 +260,106 @@ class GAN(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
 
-def build_gan(recipe=SEED_RECIPE, seed=0, jit_compile=True):
+def build_gan(recipe=SEED_RECIPE, seed=0, jit_compile=AUTO, precision=AUTO):
     """A compiled ``GAN`` with fresh networks and optimizers from ``recipe``.
 
-    ``jit_compile=False`` skips the XLA compilation (seconds per new model): the
-    tests use it on tiny runs, where compiling costs more than it saves.
+    ``precision`` is the Keras dtype policy the networks are built under
+    (``None``: the global one as it is) and ``jit_compile`` whether XLA compiles
+    the step. ``"auto"`` (the default) takes what measured fastest, among sound
+    choices, on this machine (:func:`tune_gan`, cached); explicit values skip
+    the measurement, as the tests do.
     """
-    gan = GAN(build_generator(), build_discriminator(), seed=seed)
+    precision, jit_compile = tuned_settings(precision, jit_compile)
+    if not _TUNING:
+        quiet_remapper(precision or keras.config.dtype_policy().name, jit_compile)
+    building = contextlib.nullcontext() if precision is None else dtype_policy(
+        precision)
+    with building:  # layers take the global policy when they are created
+        gan = GAN(build_generator(), build_discriminator(), seed=seed)
     d_optimizer, g_optimizer = make_optimizers(recipe)
     loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
     gan.compile(
         d_optimizer, g_optimizer, loss_fn, recipe=recipe, jit_compile=jit_compile
     )
     return gan
+
+
+TUNING_STEPS = 4  # GAN steps per timed round when tuning
+_TUNING = []  # non-empty while tune_gan builds its candidates
+
+
+def quiet_remapper(precision, jit_compile):
+    """Turn off TensorFlow's graph remapper for a ``mixed_bfloat16`` GAN run
+    without XLA: there, TensorFlow 2.21's remapper tries to fuse the
+    discriminator's Conv2D, BiasAdd and LeakyReLU, fails (the LeakyReLU
+    gradient still reads the BiasAdd), prints an error on stderr and leaves the
+    graph unfused. Off, the step is as fast and silent. Process-wide: graphs
+    made later lose the remapper's fusions too."""
+    if precision == "mixed_bfloat16" and not jit_compile:
+        tf.config.optimizer.set_experimental_options({"remapping": False})
+
+
+def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
+             path=AUTO):
+    """Measure the GAN step (fixed recipe, batch 64) in every candidate
+    configuration that agrees with the explicit settings; a ``tuning.Tuning``.
+
+    Float32 or ``mixed_bfloat16``, XLA or not: the step is long, so running
+    several per call (``steps_per_execution``) changes nothing worth its cost.
+    Every candidate starts from the same weights; the random state of the
+    caller is kept. Cached per machine (``tuning.cached_autotune``).
+    """
+    candidates, eligible = restrict(grid(), precision, jit_compile)
+    recipe = FIXED_RECIPE
+    images = load_fashion_mnist()[0][0][: recipe.batch_size * steps]
+    start = []  # the first model's weights: every candidate starts from them
+
+    def make_run(config):
+        gan = build_gan(recipe, 0, config.jit_compile, config.precision)
+        networks = (gan.generator, gan.discriminator)
+        if not start:
+            start.extend(net.get_weights() for net in networks)
+        for net, weights in zip(networks, start):
+            net.set_weights(weights)
+        dataset = image_dataset(images, recipe.batch_size, repeat=True)
+
+        def run():
+            history = gan.fit(dataset, epochs=1, steps_per_epoch=steps,
+                              shuffle=False, verbose=0)
+            return {k: v[-1] for k, v in history.history.items()}
+
+        return run
+
+    _TUNING.append(True)  # candidates keep the remapper: each is timed as is
+    lines, logger = [], tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")  # one new model per candidate: retracing is expected
+    try:
+        with random_state_kept(), captured_stderr_fd() as lines:
+            tuning = cached_autotune(
+                f"gan, batch {recipe.batch_size}", make_run, candidates, steps,
+                path=path, rounds=rounds, batch_size=recipe.batch_size,
+                eligible=eligible)
+    finally:
+        _TUNING.pop()
+        logger.setLevel(level)
+        for line in lines:  # all but the remapper's error (see quiet_remapper)
+            if line.strip() and "remapper failed" not in line:
+                print(line, file=sys.stderr)
+    return tuning
+
+
+def tuned_settings(precision, jit_compile):
+    """``(precision, jit_compile)`` with each ``"auto"`` replaced by
+    :func:`tune_gan`'s choice (``precision=None``: the global policy's name)."""
+    if AUTO not in (precision, jit_compile):
+        return precision, jit_compile
+    asked = keras.config.dtype_policy().name if precision is None else precision
+    chosen = tune_gan(asked, jit_compile).chosen
+    return (
+        precision if precision is None else chosen.precision,
+        chosen.jit_compile,
+    )
 
 
 RECIPES = {"seed": SEED_RECIPE, "fixed": FIXED_RECIPE}
@@ -292,12 +392,32 @@ class UsageError(ValueError):
 
 def train(args):
     """The ``train`` command: fit with logs, scores, grids and checkpoints."""
+    choose_settings(args)  # "auto": the resumed run's settings, else measured
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(args.precision)  # the networks are built under it
     try:
         run_training(args)
     finally:
         keras.config.set_dtype_policy(previous_policy)
+
+
+def choose_settings(args):
+    """Replace ``--precision auto`` and ``--jit auto`` by concrete values: a
+    resumed run's own (``run.json``), else :func:`tune_gan`'s choice, whose
+    measurements go to ``args.tuning`` for ``provenance.json``."""
+    args.asked = {"precision": args.precision, "jit_compile": args.jit}
+    args.tuning = None
+    saved = Path(args.out) / "run.json"
+    if args.resume and saved.is_file():
+        settings = json.loads(saved.read_text())
+        if args.precision == AUTO:
+            args.precision = settings.get("precision", "float32")
+        if args.jit == AUTO:
+            args.jit = settings.get("jit_compile", True)
+    if AUTO in (args.precision, args.jit):
+        args.tuning = tune_gan(args.precision, args.jit)
+        args.precision = args.tuning.chosen.precision
+        args.jit = args.tuning.chosen.jit_compile
 
 
 def run_training(args):
@@ -311,7 +431,7 @@ def run_training(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     check_settings(out, args, recipe, len(x_train))
-    gan = build_gan(recipe, seed=args.seed, jit_compile=args.jit)
+    gan = build_gan(recipe, seed=args.seed, jit_compile=args.jit, precision=None)
     checkpoint = None if args.no_checkpoint else make_checkpoint(gan, out / "ckpt")
     start = resume_run(out, checkpoint, total, args.log_every) if args.resume else 0
     history = LossHistory()
@@ -344,6 +464,9 @@ def run_training(args):
         "seed": args.seed,
         "precision": args.precision,
         "jit_compile": args.jit,
+        "settings_asked": getattr(args, "asked", None),  # "auto": chosen by tuning
+        "tuning": None if getattr(args, "tuning", None) is None else {
+            **args.tuning.to_dict(), "cached": args.tuning.cached},
         "generator_saved": "moving average" if recipe.ema_momentum else "weights",
         "train_images_sha256": FASHION_MNIST_FILES[0].sha256,
         "train_images": len(x_train),

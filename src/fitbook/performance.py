@@ -7,17 +7,22 @@ and what the chapter compares the results with:
 - contenders: the same classifier trained by ``fit()`` (with and without
   ``steps_per_execution``), by a custom ``train_step``, by the from-scratch
   ``Trainer`` in each mode, and by ``fit()`` fed from ``tf.data`` pipelines;
-  the GAN step in float32 and in ``mixed_bfloat16``;
+  the classifier and the GAN step across precision x XLA
+  (x ``steps_per_execution``), the grid :mod:`fitbook.tuning` chooses from;
+- the float32 vs ``mixed_bfloat16`` study runs, compared within their
+  seed-to-seed spread;
 - the PNG pipelines the ``tf.data`` rows read.
 
 The machine and its peak are in :mod:`fitbook.performance_machine`; the tables
 in :mod:`fitbook.timing`.
 """
 
-import contextlib
 import functools
+import math
+import statistics
 
 import keras
+import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
@@ -28,23 +33,7 @@ from fitbook.loops import Trainer, trainer_run
 from fitbook.models import classifier, compile_classifier
 from fitbook.timing import dataset_run, fit_run
 from fitbook.train_step import CustomTrainStepModel
-
-
-@contextlib.contextmanager
-def dtype_policy(name):
-    """Set Keras' global dtype policy inside the block, restore it after, even
-    on error (chapter "Performance").
-
-    Layers take the global policy when they are created, so build the model
-    inside the block; it keeps computing in that policy afterwards.
-    """
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield keras.mixed_precision.global_policy()
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
+from fitbook.tuning import PLAIN, dtype_policy, grid  # noqa: F401 (re-exported)
 
 # ---------------------------------------------------------------- contenders
 
@@ -199,11 +188,25 @@ def pipeline_runs(png, labels, batch_size, steps, hidden=128):
     return runs
 
 
+def classifier_grid_runs(x, y, batch_size, configs=None, hidden=128):
+    """Name -> run: one ``fit()`` epoch of the classifier for each
+    ``tuning.Config`` (default: precision x XLA x steps_per_execution 1, 8),
+    named ``fit(), <config>`` (chapter "Performance")."""
+    configs = grid(steps_per_execution=(1, 8)) if configs is None else configs
+    runs = {}
+    for config in configs:
+        with dtype_policy(config.precision):
+            model = _compiled(hidden, jit_compile=config.jit_compile,
+                              steps_per_execution=config.steps_per_execution)
+        runs[f"fit(), {config.name}"] = fit_run(model, x, y, batch_size)
+    return runs
+
+
 def gan_runs(images, steps, policies=("float32", "mixed_bfloat16"), jit_compile=True):
     """Name -> run: ``steps`` GAN steps under fit(), for each dtype policy.
 
-    The GAN of chapter "A GAN, two ways" with its fixed recipe, built inside
-    :func:`dtype_policy` so its layers compute in that policy.
+    The GAN of chapter "A GAN, two ways" with its fixed recipe, its layers
+    built under each policy (``benchmarks/performance_table.py``).
     """
     runs = {}
     for policy in policies:
@@ -216,5 +219,57 @@ def gan_runs(images, steps, policies=("float32", "mixed_bfloat16"), jit_compile=
 def gan_under_policy(policy, jit_compile=True):
     """The compiled GAN (fixed recipe) with its layers built under ``policy``;
     the global policy is restored afterwards (chapter "Performance")."""
-    with dtype_policy(policy):
-        return build_gan(FIXED_RECIPE, jit_compile=jit_compile)
+    return build_gan(FIXED_RECIPE, jit_compile=jit_compile, precision=policy)
+
+
+# ------------------------------------------------- is bfloat16 sound?
+
+
+def study_scores(runs, recipe="fixed", score_names=("frechet", "coverage")):
+    """precision -> seed -> final scores, from ``runs.read_runs`` of a
+    ``gan_study`` directory (runs named ``<recipe>-<precision>-seed<k>``)."""
+    table = {}
+    for name, run in runs.items():
+        parts = name.split("-")
+        if len(parts) != 3 or parts[0] != recipe or not parts[2].startswith("seed"):
+            continue
+        last = {k: float(run["scores"][k][-1]) for k in score_names}
+        table.setdefault(parts[1], {})[int(parts[2].removeprefix("seed"))] = last
+    return table
+
+
+def compare_precisions(scores, score, reference="float32", other="mixed_bfloat16"):
+    """Is ``other``'s mean ``score`` within the seed-to-seed spread?
+
+    ``scores`` is :func:`study_scores`' table. The spread is the larger range
+    (max - min over seeds) of the two precisions; the verdict is ``None`` when
+    either has fewer than two seeds (no spread to compare with).
+    """
+    values = {p: [s[score] for s in scores.get(p, {}).values()]
+              for p in (reference, other)}
+    means = {p: statistics.fmean(v) if v else math.nan for p, v in values.items()}
+    spreads = [max(v) - min(v) for v in values.values() if len(v) >= 2]
+    enough = all(len(v) >= 2 for v in values.values())
+    spread = max(spreads) if spreads else math.nan
+    difference = means[other] - means[reference]
+    within = abs(difference) <= spread if enough else None
+    return {"means": means, "seeds": {p: len(v) for p, v in values.items()},
+            "difference": difference, "spread": spread, "within": within}
+
+
+def ratio_figure(panels):
+    """Horizontal bar charts, one panel per ``title -> {name: ratio}``, with a
+    dashed line at 1 (the plain configuration); returns the Figure."""
+    if not panels or not all(panels.values()):
+        raise ValueError("panels must map titles to non-empty {name: ratio} dicts.")
+    heights = [0.45 * len(ratios) + 1.0 for ratios in panels.values()]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, sum(heights)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, (title, ratios) in zip(axes[:, 0], panels.items()):
+        names = list(ratios)[::-1]  # the first name on top
+        ax.barh(names, [ratios[n] for n in names], color="tab:blue")
+        ax.axvline(1.0, color="black", linestyle="--", linewidth=1)
+        ax.set_title(title)
+        ax.set_xlabel("speed over the plain configuration (x)")
+    fig.tight_layout()
+    return fig

@@ -152,14 +152,19 @@ def describe_machine(cpuinfo=CPUINFO, cpufreq_max=CPUFREQ_MAX):
     }
 
 
-def matmul_flops(n=2048, dtype="float32", steps=3, rounds=3):
+def matmul_flops(n=2048, dtype="float32", steps=3, rounds=3, jit_compile=None):
     """Measured FLOP/s of an n x n matmul (2 n**3 FLOPs), best of ``rounds``.
 
     The attainable peak: one big product keeps every core's vector units busy,
-    with little else to do (chapter "Performance").
+    with little else to do (chapter "Performance"). ``jit_compile=None`` runs
+    the op eagerly (TensorFlow's own kernel); True or False runs it in a
+    ``tf.function`` compiled by XLA or not, to see which kernels each uses.
     """
     positive_int("n", n)
     a = tf.cast(tf.random.stateless_normal((n, n), seed=[0, 1]), dtype)
     b = tf.cast(tf.random.stateless_normal((n, n), seed=[0, 2]), dtype)
-    measurement = time_steps(lambda: tf.matmul(a, b), steps, rounds, name=dtype)
+    product = tf.matmul
+    if jit_compile is not None:
+        product = tf.function(tf.matmul, jit_compile=jit_compile)
+    measurement = time_steps(lambda: product(a, b), steps, rounds, name=dtype)
     return 2 * n**3 * measurement.steps_per_second

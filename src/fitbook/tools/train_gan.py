@@ -36,7 +36,18 @@ RECIPE_TYPES = {  # what each GanRecipe field accepts on the command line
     "ema_momentum": checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
 }
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policies
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # auto: tuned
+
+JIT_VALUES = {"auto": "auto", "on": True, "true": True, "off": False, "false": False}
+
+
+def jit_value(text):
+    """An argparse ``type`` for ``--jit``: auto, on or off."""
+    try:
+        return JIT_VALUES[text.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto, on or off, got {text!r}") from None
 
 
 def parse_args(argv):
@@ -73,11 +84,15 @@ def parse_args(argv):
                    "(default: all; fewer for quick tests)")
     t.add_argument("--train-images", type=POSITIVE_INT, help="train on the first N "
                    "images only (default: all; fewer for quick tests)")
-    t.add_argument(
-        "--jit", action=argparse.BooleanOptionalAction, default=True, help="use XLA"
-    )
-    t.add_argument("--precision", choices=PRECISIONS, default="float32",
-                   help="the Keras dtype policy the networks are built under")
+    t.add_argument("--jit", type=jit_value, nargs="?", const=True, default="auto",
+                   help="compile the step with XLA: auto (default: what measured "
+                   "faster here, or the resumed run's), on or off")
+    t.add_argument("--no-jit", dest="jit", action="store_const", const=False,
+                   help="same as --jit off")
+    t.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="the Keras dtype policy the networks are built under; "
+                   "auto (default): the fastest sound one measured here, or the "
+                   "resumed run's")
     args = parser.parse_args(argv)
     args.argv = argv
     try:

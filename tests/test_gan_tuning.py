@@ -1,0 +1,137 @@
+"""The GAN's "auto" settings (fitbook.gan.tune_gan, build_gan, GAN.compile, the
+command line's --precision auto --jit auto) and a GAN built under a policy."""
+
+import json
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fitbook import gan as G
+from fitbook import tuning as T
+from fitbook.tools.train_gan import parse_args
+from fitbook.tuning import PLAIN, Config
+
+BF16 = Config("mixed_bfloat16")
+
+
+def fake_tuning(chosen):
+    return T.Tuning(chosen, {PLAIN.name: 1.0, chosen.name: 2.0}, {}, {}, 4)
+
+
+@pytest.fixture
+def tuned(monkeypatch):
+    """tune_gan replaced by a fake that records what it was asked."""
+    asked = []
+
+    def fake(precision="auto", jit_compile="auto", **_):
+        asked.append((precision, jit_compile))
+        return fake_tuning(Config(
+            "mixed_bfloat16" if precision == "auto" else precision,
+            True if jit_compile == "auto" else jit_compile))
+
+    monkeypatch.setattr(G, "tune_gan", fake)
+    return asked
+
+
+def test_generator_built_under_bfloat16_survives_save_and_load(tmp_path):
+    before = keras.config.dtype_policy().name
+    gan = G.build_gan(G.FIXED_RECIPE, jit_compile=False, precision="mixed_bfloat16")
+    assert keras.config.dtype_policy().name == before  # restored
+    assert gan.generator.dtype_policy.name == "mixed_bfloat16"
+    assert gan.generator.layers[0].kernel.dtype == "float32"  # weights stay float32
+    z = np.random.default_rng(0).normal(size=(3, G.LATENT_DIM)).astype("float32")
+    gan.generator.save(tmp_path / "generator.keras")
+    loaded = keras.models.load_model(tmp_path / "generator.keras")
+    policies = {layer.dtype_policy.name for layer in loaded.layers if layer.weights}
+    assert policies == {"mixed_bfloat16"}  # its layers still compute in bfloat16
+    images = keras.ops.convert_to_numpy(loaded(z)).astype("float32")
+    assert images.shape == (3, 28, 28, 1) and np.isfinite(images).all()
+    original = keras.ops.convert_to_numpy(gan.generator(z)).astype("float32")
+    np.testing.assert_allclose(images, original)
+
+
+def test_auto_settings_come_from_tuning(tuned):
+    gan = G.build_gan(G.FIXED_RECIPE)
+    assert tuned == [("auto", "auto")]
+    assert gan.generator.dtype_policy.name == "mixed_bfloat16" and gan.jit_compile
+    gan = G.build_gan(G.FIXED_RECIPE, jit_compile=False)  # precision tuned only
+    assert tuned[-1] == ("auto", False) and not gan.jit_compile
+    G.build_gan(G.FIXED_RECIPE, jit_compile=False, precision="float32")
+    assert len(tuned) == 2  # explicit: nothing measured
+    assert G.tuned_settings(None, "auto") == (None, True)
+    assert tuned[-1] == (keras.config.dtype_policy().name, "auto")
+
+
+def test_compile_auto_asks_for_the_models_policy(tuned):
+    gan = G.GAN(G.build_generator(), G.build_discriminator())
+    optimizers = G.make_optimizers(G.FIXED_RECIPE)
+    gan.compile(*optimizers, keras.losses.BinaryCrossentropy(from_logits=True))
+    assert tuned == [(gan.dtype_policy.name, "auto")] and gan.jit_compile
+
+
+def test_command_line_defaults_to_auto_and_takes_explicit_values(tmp_path):
+    args = parse_args(["train", "--out", str(tmp_path / "run")])
+    assert (args.precision, args.jit) == ("auto", "auto")
+    for flags, jit in ((["--jit"], True), (["--no-jit"], False),
+                       (["--jit", "off"], False), (["--jit", "auto"], "auto")):
+        args = parse_args(["train", "--out", str(tmp_path / "run"), *flags])
+        assert args.jit == jit
+    with pytest.raises(SystemExit):
+        parse_args(["train", "--out", str(tmp_path / "run"), "--jit", "maybe"])
+
+
+def run_args(out, precision="auto", jit="auto", resume=False):
+    return SimpleNamespace(out=str(out), precision=precision, jit=jit,
+                           resume=resume)
+
+
+def test_choose_settings_tunes_or_takes_the_resumed_runs(tmp_path, tuned):
+    args = run_args(tmp_path)
+    G.choose_settings(args)
+    assert (args.precision, args.jit) == ("mixed_bfloat16", True)
+    assert args.tuning.chosen == Config("mixed_bfloat16", True)
+    assert args.asked == {"precision": "auto", "jit_compile": "auto"}
+    (tmp_path / "run.json").write_text(json.dumps(
+        {"precision": "float32", "jit_compile": False}))
+    args = run_args(tmp_path, resume=True)
+    G.choose_settings(args)  # the resumed run's own settings, nothing measured
+    assert (args.precision, args.jit, args.tuning) == ("float32", False, None)
+    assert len(tuned) == 1
+    args = run_args(tmp_path, precision="mixed_bfloat16", resume=True)
+    G.choose_settings(args)  # explicit wins; check_settings then refuses it
+    assert (args.precision, args.jit) == ("mixed_bfloat16", False)
+
+
+def test_bfloat16_without_xla_turns_the_remapper_off(tuned):
+    options = tf.config.optimizer.get_experimental_options()
+    tf.config.optimizer.set_experimental_options({"remapping": True})
+    try:
+        G.build_gan(G.FIXED_RECIPE, jit_compile=True, precision="mixed_bfloat16")
+        assert tf.config.optimizer.get_experimental_options().get(
+            "remapping", True)
+        G.build_gan(G.FIXED_RECIPE, jit_compile=False, precision="mixed_bfloat16")
+        assert tf.config.optimizer.get_experimental_options()["remapping"] is False
+    finally:
+        tf.config.optimizer.set_experimental_options(
+            {"remapping": options.get("remapping", True)})
+
+
+def test_tune_gan_measures_real_candidates(tmp_path, capfd):
+    """Two real candidates without XLA, one step each: both sound (bf16 close
+    to float32), the record is written to the given cache file."""
+    tf.config.optimizer.set_experimental_options({"remapping": True})
+    keras.utils.set_random_seed(0)
+    expected = keras.random.normal((2,))  # the caller's random state is kept
+    keras.utils.set_random_seed(0)
+    path = tmp_path / "tuning.json"
+    result = G.tune_gan(jit_compile=False, steps=1, rounds=1, path=path)
+    np.testing.assert_array_equal(keras.random.normal((2,)), expected)
+    assert set(result.steps_per_second) == {PLAIN.name, BF16.name}
+    assert result.rejected == {}
+    assert result.chosen in (PLAIN, BF16)
+    assert path.is_file()
+    assert "remapper failed" not in capfd.readouterr().err  # see quiet_remapper
+    assert tf.config.optimizer.get_experimental_options().get("remapping", True)
