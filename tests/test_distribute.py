@@ -28,7 +28,7 @@ from fitbook.distribute import (
     split_cpu,
 )
 from fitbook.models import classifier
-from fitbook.tf_noise import is_startup_noise
+from fitbook.tf_noise import is_known_notice, is_startup_noise
 
 ATOL = 1e-5  # replicas sum gradients in another order: float rounding only
 
@@ -110,6 +110,7 @@ class Background:
         stderr = [
             line for line in stderr.splitlines()
             if line.strip() and not is_startup_noise(line)
+            and not is_known_notice(line)
         ]
         assert self.process.returncode == 0, "\n".join(stderr[-20:])
         return json.loads(stdout.splitlines()[-1]), stderr
