@@ -35,7 +35,8 @@ from fitbook.runs import final_scores, read_run, truncate_run
 
 @dataclasses.dataclass(frozen=True)
 class GanRecipe:
-    """Optimizer and label settings of GAN training (chapter "A GAN, two ways")."""
+    """Optimizer and label settings of GAN training (chapter "Judging and
+    fixing a GAN")."""
 
     learning_rate: float = 3e-4  # Adam step size, the same for both networks
     beta_1: float = 0.9  # Adam's momentum; Keras' default

@@ -1,8 +1,8 @@
 """Building block: a training run's record on disk, as CSV files.
 
 ``scores.csv`` (one row per logged epoch) and ``losses.csv`` (one row per step)
-of a GAN run (chapters "A GAN, two ways" and "WGAN-GP"; written by
-``callbacks.RunLogger``, read back by ``read_run``).
+of a GAN run (chapters "A GAN on train_step", "Judging and fixing a GAN" and
+"WGAN-GP"; written by ``callbacks.RunLogger``, read back by ``read_run``).
 """
 
 import json
