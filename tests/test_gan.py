@@ -18,6 +18,7 @@ from fitbook.quality import (
     generate,
     load_classifier,
     load_committed_generator,
+    make_scorer,
     quality_scores,
     reference_stats,
 )
@@ -59,25 +60,47 @@ def test_targets_move_inward_by_label_noise():
     np.testing.assert_allclose(np.ravel(y), [0.9 * 0.9 + 0.1 * 0.1, 0.9, 0.1, 0.05])
 
 
-def test_discriminator_step_changes_only_discriminator():
-    g, d = M.build_generator(), M.build_discriminator()
-    opt, _ = G.make_optimizers(G.SEED_RECIPE)
-    g0, d0 = weights(g), weights(d)
-    z_d, u, _ = G.draw_step_noise(keras.random.SeedGenerator(1), 8)
-    loss = G.discriminator_step(g, d, opt, LOSS, images(8), z_d, u, G.SEED_RECIPE)
-    assert np.isfinite(float(loss))
-    assert not any(changed(g0, weights(g)))
-    assert all(changed(d0, weights(d)))
+class Parts:
+    """What ``gan_train_step`` needs, with one learning rate per network."""
+
+    def __init__(self, d_rate, g_rate):
+        self.generator = M.build_generator()
+        self.discriminator = M.build_discriminator()
+        self.d_optimizer = keras.optimizers.Adam(d_rate)
+        self.g_optimizer = keras.optimizers.Adam(g_rate)
+        self.loss_fn, self.recipe = LOSS, G.SEED_RECIPE
+        self.seed_generator = keras.random.SeedGenerator(1)
+        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
 
 
-def test_generator_step_changes_only_generator():
-    g, d = M.build_generator(), M.build_discriminator()
-    _, opt = G.make_optimizers(G.SEED_RECIPE)
-    g0, d0 = weights(g), weights(d)
-    loss = G.generator_step(g, d, opt, LOSS, keras.random.normal((8, M.LATENT_DIM)))
-    assert np.isfinite(float(loss))
-    assert all(changed(g0, weights(g)))
-    assert not any(changed(d0, weights(d)))
+@pytest.mark.parametrize("moving", ["discriminator", "generator"])
+def test_each_half_of_the_step_moves_only_its_network(moving):
+    # A learning rate of 0 makes a network's own update a no-op: what moves
+    # then moved through the other network's update.
+    parts = Parts(d_rate=1e-3 * (moving == "discriminator"),
+                  g_rate=1e-3 * (moving == "generator"))
+    g0, d0 = weights(parts.generator), weights(parts.discriminator)
+    d_loss, g_loss = G.gan_train_step(parts, (images(8), np.arange(8)))
+    assert np.isfinite([float(d_loss), float(g_loss)]).all()
+    g_moved, d_moved = changed(g0, weights(parts.generator)), changed(
+        d0, weights(parts.discriminator))
+    moved, still = (d_moved, g_moved) if moving == "discriminator" else (
+        g_moved, d_moved)
+    assert all(moved) and not any(still)
+    # The trackers hold the step's losses, weighted by the batch size.
+    assert float(parts.d_loss_tracker.result()) == pytest.approx(float(d_loss))
+    assert float(parts.d_loss_tracker.count) == 8
+
+
+def test_given_noise_is_the_noise_drawn():
+    first, second = Parts(1e-3, 1e-3), Parts(1e-3, 1e-3)
+    second.generator.set_weights(first.generator.get_weights())
+    second.discriminator.set_weights(first.discriminator.get_weights())
+    noise = G.draw_step_noise(keras.random.SeedGenerator(1), 8)
+    drawn = G.gan_train_step(first, images(8))
+    given = G.gan_train_step(second, images(8), noise=noise)
+    np.testing.assert_allclose(np.ravel(drawn), np.ravel(given), rtol=1e-6)
 
 
 def test_fit_on_images_and_labels_then_evaluate():
@@ -220,6 +243,21 @@ def test_averaged_weights_lends_the_moving_average_then_restores():
     with pytest.raises(ValueError, match="keeps no moving average"):
         with G.averaged_weights(no_average.g_optimizer, no_average.generator):
             pass
+
+
+def test_committed_generator_scores_as_recorded(fashion_mnist_dir):
+    # The recorded final scores of the committed run, from a fresh scoring of
+    # the committed generator: the run's scorer (its noise seed, its number of
+    # images, the whole test set as reference). Tolerance: 1 % of the Fréchet
+    # distance and 0.01 of coverage, for float differences between CPUs.
+    generator, provenance = load_committed_generator()
+    recorded = provenance["final_scores"]
+    prefix = "ema_" if provenance.get("generator_saved") == "moving average" else ""
+    scores = make_scorer(provenance.get("score_images", 1000),
+                         provenance["seed"])(generator)
+    assert scores["frechet"] == pytest.approx(recorded[prefix + "frechet"], rel=0.01)
+    assert scores["coverage"] == pytest.approx(recorded[prefix + "coverage"],
+                                               abs=0.01)
 
 
 def test_committed_generator_beats_untrained_one(fashion_mnist_dir):

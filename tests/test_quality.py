@@ -65,8 +65,8 @@ def test_quality_scores_ranges_on_an_untrained_classifier():
     x = rng.random((40, 28, 28, 1)).astype("float32")
     reference = Q.reference_stats(classifier, x)
     scores = Q.quality_scores(classifier, x, reference)
-    assert set(scores) == {"confidence", "coverage", "frechet"}
-    assert 0.1 <= scores["confidence"] <= 1.0 and 0.0 <= scores["coverage"] <= 1.0
+    assert set(scores) == {"coverage", "frechet"}
+    assert 0.0 <= scores["coverage"] <= 1.0
     assert scores["frechet"] == pytest.approx(0.0, abs=1e-6)  # same images
     with pytest.raises(ValueError, match=r"\(batch, 28, 28, 1\)"):
         Q.quality_scores(classifier, x[..., 0], reference)
@@ -94,3 +94,10 @@ def test_committed_classifier_is_accurate_and_separates_real_from_noise(
     fake = Q.quality_scores(classifier, noise, reference)
     assert real["frechet"] < 0.1 * fake["frechet"]
     assert real["coverage"] > 0.95 > fake["coverage"]
+
+
+def test_test_set_reference_is_computed_once(fashion_mnist_dir):
+    first, second = Q.test_set_reference(), Q.test_set_reference()
+    assert first is second  # cached: one yardstick per process
+    mu, cov = first[1]
+    assert mu.shape == (cov.shape[0],) and np.all(np.isfinite(cov))

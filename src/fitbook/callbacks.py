@@ -1,7 +1,8 @@
 """Building block: the Keras callbacks the chapters share.
 
 ``LearningRateRecorder`` (chapter "Training loops from scratch"), ``LossHistory``,
-``ImageGridCallback`` and ``RunLogger`` (chapters "A GAN, two ways" and "WGAN-GP").
+``ImageGridCallback`` and ``RunLogger`` (chapters "A GAN on train_step",
+"Judging and fixing a GAN" and "WGAN-GP").
 """
 
 import time

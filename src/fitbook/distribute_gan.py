@@ -20,18 +20,16 @@ from fitbook.gan import (
     FIXED_RECIPE,
     GAN,
     build_optimizer_state,
-    discriminator_step,
     draw_step_noise,
-    generator_step,
+    gan_train_step,
     make_optimizers,
-    ready_optimizer,
 )
 from fitbook.gan_loop import GanTrainer
 from fitbook.models import LATENT_DIM, build_discriminator, build_generator
 
 
 def step_noise(steps, batch_size, seed=0, latent_dim=LATENT_DIM):
-    """The noise of ``steps`` GAN steps, drawn as one device's ``gan_step`` would:
+    """The noise of ``steps`` GAN steps, drawn as one device's ``gan_train_step`` would:
     a dict of arrays with ``steps * batch_size`` rows, one per image (chapter
     "Scaling out with tf.distribute")."""
     seed_generator = keras.random.SeedGenerator(seed)
@@ -53,33 +51,37 @@ def noise_dataset(x, noise, batch_size):
 
 
 def noise_step(parts, x, z_d, u_real, u_fake, z_g):
-    """``gan_step`` with the noise given: one D step, then one G step (chapter
-    "Scaling out with tf.distribute")."""
-    g, d, loss_fn = parts.generator, parts.discriminator, parts.loss_fn
-    ready_optimizer(parts.d_optimizer, d)
-    ready_optimizer(parts.g_optimizer, g, d)
+    """``gan_train_step`` with the noise given: one D step, then one G step
+    (chapter "Scaling out with tf.distribute"). It updates ``parts``' trackers
+    with the losses as Keras' loss returns them: divided by the replicas."""
     u = ops.concatenate([u_real, u_fake])  # targets for [real; fake]
-    d_loss = discriminator_step(
-        g, d, parts.d_optimizer, loss_fn, x, z_d, u, parts.recipe
-    )
-    g_loss = generator_step(g, d, parts.g_optimizer, loss_fn, z_g)
-    return d_loss, g_loss
+    return gan_train_step(parts, x, noise=(z_d, u, z_g))
+
+
+class ReplicaLossMean(keras.metrics.Mean):
+    """A loss tracker for one replica's share of a loss, which Keras' losses
+    divide by the number of replicas: it multiplies the division back (chapter
+    "Scaling out with tf.distribute")."""
+
+    def update_state(self, values, sample_weight=None):
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return super().update_state(values * replicas, sample_weight=sample_weight)
 
 
 class NoiseInputGAN(GAN):
     """A ``GAN`` whose batches carry their noise (chapter "Scaling out")."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.d_loss_tracker = ReplicaLossMean(name="d_loss")  # undo the division
+        self.g_loss_tracker = ReplicaLossMean(name="g_loss")
+
     def train_step(self, data):
         """One D step and one G step on ``(x, z_d, u_real, u_fake, z_g)``."""
         # Unpack: this replica's share of the images and of their noise.
         x, z_d, u_real, u_fake, z_g = data
-        # Forward, gradients and apply: the losses are divided by the replicas.
-        d_loss, g_loss = noise_step(self, x, z_d, u_real, u_fake, z_g)
-        # Update metrics with this replica's mean losses (undo the division).
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        batch_size = ops.shape(x)[0]
-        self.d_loss_tracker.update_state(d_loss * replicas, sample_weight=batch_size)
-        self.g_loss_tracker.update_state(g_loss * replicas, sample_weight=batch_size)
+        # Forward, gradients, apply and metrics: gan_train_step, noise given.
+        noise_step(self, x, z_d, u_real, u_fake, z_g)
         # Return the running means.
         return {m.name: m.result() for m in self.metrics}
 

@@ -1,8 +1,9 @@
-"""A GAN trained with ``fit()``: recipe, shared steps, the Model, the long run.
+"""A GAN trained with ``fit()``: recipe, the step, the Model, the long run.
 
-Used by the chapter "A GAN, two ways". The discriminator step and the generator
-step are plain functions, so the ``train_step`` GAN here and the from-scratch
-loop of :mod:`fitbook.gan_loop` run the same algorithm by construction. The
+Used by the chapters "A GAN on train_step" and "Judging and fixing a GAN". The
+whole training step is one plain function, ``gan_train_step``, so the
+``train_step`` GAN here and the from-scratch loop of :mod:`fitbook.gan_loop` run
+the same algorithm by construction. The
 networks are in :mod:`fitbook.models`, the callbacks in :mod:`fitbook.callbacks`,
 the run's CSV record in :mod:`fitbook.runs`.
 
@@ -44,7 +45,8 @@ from fitbook.tuning import (
 
 @dataclasses.dataclass(frozen=True)
 class GanRecipe:
-    """Optimizer and label settings of GAN training (chapter "A GAN, two ways")."""
+    """Optimizer and label settings of GAN training (chapter "Judging and
+    fixing a GAN")."""
 
     learning_rate: float = 3e-4  # Adam step size, the same for both networks
     beta_1: float = 0.9  # Adam's momentum; Keras' default
@@ -145,54 +147,58 @@ def discriminator_targets(batch_size, u, recipe):
 
 
 def discriminator_loss(generator, discriminator, loss_fn, x, z, u, recipe):
-    """Loss of the discriminator on real images ``x`` and fakes from ``z``."""
+    """Forward pass of the discriminator's half: its loss on real images ``x``
+    followed by fakes made from ``z``, against targets with label noise ``u``."""
     batch_size = ops.shape(x)[0]
     x_fake = generator(z, training=False)
-    y_pred = discriminator(ops.concatenate([x, x_fake]), training=True)
-    return loss_fn(discriminator_targets(batch_size, u, recipe), y_pred)
+    logits = discriminator(ops.concatenate([x, x_fake]), training=True)
+    return loss_fn(discriminator_targets(batch_size, u, recipe), logits)
 
 
 def generator_loss(generator, discriminator, loss_fn, z):
-    """Loss of the generator: how far the discriminator is from calling G(z) real."""
-    y_pred = discriminator(generator(z, training=True), training=False)
-    return loss_fn(ops.ones_like(y_pred), y_pred)
+    """Forward pass of the generator's half: the discriminator's loss on calling
+    ``generator(z)`` real (target 1), the non-saturating generator loss."""
+    logits = discriminator(generator(z, training=True), training=False)
+    return loss_fn(ops.ones_like(logits), logits)
 
 
-def discriminator_step(generator, discriminator, optimizer, loss_fn, x, z, u, recipe):
-    """One update of the discriminator's weights only; returns its loss."""
-    with tf.GradientTape() as tape:
-        loss = discriminator_loss(generator, discriminator, loss_fn, x, z, u, recipe)
-        scaled_loss = optimizer.scale_loss(loss)  # times the loss scale, if any
-    grads = tape.gradient(scaled_loss, discriminator.trainable_weights)
-    optimizer.apply(grads, discriminator.trainable_weights)  # unscales them first
-    return loss
+def gan_train_step(parts, data, noise=None):
+    """One GAN training step: a discriminator update, then a generator update.
 
-
-def generator_step(generator, discriminator, optimizer, loss_fn, z):
-    """One update of the generator's weights only, through a frozen discriminator."""
-    with tf.GradientTape() as tape:
-        loss = generator_loss(generator, discriminator, loss_fn, z)
-        scaled_loss = optimizer.scale_loss(loss)  # times the loss scale, if any
-    grads = tape.gradient(scaled_loss, generator.trainable_weights)  # D gets none
-    optimizer.apply(grads, generator.trainable_weights)  # unscales them first
-    return loss
-
-
-def gan_step(parts, x):
-    """One discriminator step, then one generator step; returns both losses.
-
-    ``parts`` is a ``GAN`` or a ``gan_loop.GanTrainer``: anything holding the two
-    networks, their optimizers, the loss, the recipe and a seed generator.
+    ``parts`` holds the two networks, their optimizers, the loss, the recipe, a
+    seed generator and two loss trackers: a ``GAN`` (its ``train_step``) or a
+    ``gan_loop.GanTrainer`` (the from-scratch loop). ``noise``: the step's
+    ``(z_d, u, z_g)`` if drawn elsewhere. Returns this step's two losses.
     """
-    x = check_images(x)
-    g, d, loss_fn = parts.generator, parts.discriminator, parts.loss_fn
-    z_d, u, z_g = draw_step_noise(parts.seed_generator, ops.shape(x)[0], latent_dim(g))
+    # Unpack: the images; labels are ignored, sample weights refused.
+    x = check_images(unpack_images(data, parts))
+    g, d = parts.generator, parts.discriminator
+    loss_fn, recipe = parts.loss_fn, parts.recipe
+    batch_size = ops.shape(x)[0]
+    # Draw noise: fakes for D, label noise, fakes for G (one seed generator).
+    if noise is None:
+        noise = draw_step_noise(parts.seed_generator, batch_size, latent_dim(g))
+    z_d, u, z_g = noise
     ready_optimizer(parts.d_optimizer, d)  # built; loss-scaled if d is float16
-    ready_optimizer(parts.g_optimizer, g, d)  # its gradients pass through d too
-    d_loss = discriminator_step(
-        g, d, parts.d_optimizer, loss_fn, x, z_d, u, parts.recipe
-    )
-    g_loss = generator_step(g, d, parts.g_optimizer, loss_fn, z_g)
+    ready_optimizer(parts.g_optimizer, g, d)  # G's gradients pass through d too
+    # Discriminator, forward under the tape: real then fake, noisy targets.
+    with tf.GradientTape() as tape:
+        d_loss = discriminator_loss(g, d, loss_fn, x, z_d, u, recipe)
+        scaled_loss = parts.d_optimizer.scale_loss(d_loss)  # x the loss scale
+    # Discriminator, gradients and apply: its own weights only.
+    grads = tape.gradient(scaled_loss, d.trainable_weights)
+    parts.d_optimizer.apply(grads, d.trainable_weights)  # unscales them first
+    # Generator, forward under the tape: through d, with target "real".
+    with tf.GradientTape() as tape:
+        g_loss = generator_loss(g, d, loss_fn, z_g)
+        scaled_loss = parts.g_optimizer.scale_loss(g_loss)
+    # Generator, gradients and apply: g's weights only, so d stays as it is.
+    grads = tape.gradient(scaled_loss, g.trainable_weights)
+    parts.g_optimizer.apply(grads, g.trainable_weights)
+    # Metrics: running means over the epoch, weighted by batch size.
+    parts.d_loss_tracker.update_state(d_loss, sample_weight=batch_size)
+    parts.g_loss_tracker.update_state(g_loss, sample_weight=batch_size)
+    # Return this step's losses.
     return d_loss, g_loss
 
 
@@ -236,15 +242,8 @@ class GAN(keras.Model):
         return self.generator(z, training=training)
 
     def train_step(self, data):
-        """One discriminator step, then one generator step, on a batch."""
-        # Unpack: labels, if the data has them, are ignored.
-        x = unpack_images(data, self)
-        # Forward, gradients and apply: the shared step, for both networks.
-        d_loss, g_loss = gan_step(self, x)
-        # Update metrics, weighted by batch size, and return their values.
-        batch_size = ops.shape(x)[0]
-        self.d_loss_tracker.update_state(d_loss, sample_weight=batch_size)
-        self.g_loss_tracker.update_state(g_loss, sample_weight=batch_size)
+        """One step of ``gan_train_step``; returns the trackers' running means."""
+        gan_train_step(self, data)
         return {m.name: m.result() for m in self.metrics}
 
     def test_step(self, data):

@@ -1,8 +1,8 @@
-"""The GAN of :mod:`fitbook.gan` as a from-scratch loop (chapter "A GAN, two ways").
+"""The GAN of :mod:`fitbook.gan` as a from-scratch loop (chapter "A GAN on train_step").
 
-``GanTrainer.step`` calls ``gan_step``, the very function ``GAN.train_step``
-calls, so both run the same algorithm by construction; only the loop around it
-differs.
+``GanTrainer.step`` calls ``gan_train_step``, the very function
+``GAN.train_step`` calls, so both run the same algorithm by construction; only
+the loop around it differs.
 """
 
 import itertools
@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from fitbook.batches import unpack_x
 from fitbook.checks import positive_int
-from fitbook.gan import SEED_RECIPE, gan_step, make_checkpoint
+from fitbook.gan import SEED_RECIPE, gan_train_step, make_checkpoint
 
 
 class GanTrainer:
@@ -33,12 +33,15 @@ class GanTrainer:
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
         self.loss_fn, self.recipe = loss_fn, recipe
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")  # as in GAN
+        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         # XLA as in fit(); jit_compile=False skips compiling for tiny test runs.
         self.train_step = tf.function(self.step, jit_compile=jit_compile)
 
     def step(self, x):
-        """One GAN step on images ``x``: the function ``GAN.train_step`` calls."""
-        return gan_step(self, x)
+        """One GAN step on images ``x``: the function ``GAN.train_step`` calls.
+        Returns the step's two losses."""
+        return gan_train_step(self, x)
 
 
 def train_gan_loop(trainer, dataset, steps, checkpoint_dir, save_every=100, verbose=1):

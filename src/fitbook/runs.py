@@ -1,8 +1,8 @@
 """Building block: a training run's record on disk, as CSV files.
 
 ``scores.csv`` (one row per logged epoch) and ``losses.csv`` (one row per step)
-of a GAN run (chapters "A GAN, two ways" and "WGAN-GP"; written by
-``callbacks.RunLogger``, read back by ``read_run``).
+of a GAN run (chapters "A GAN on train_step", "Judging and fixing a GAN" and
+"WGAN-GP"; written by ``callbacks.RunLogger``, read back by ``read_run``).
 """
 
 import json
@@ -62,13 +62,32 @@ def read_runs(directory):
 
 
 def write_csv(path, columns, rows, mode="a"):
-    """Append ``rows`` to a CSV file, writing the header if the file is new."""
-    new = mode == "w" or not Path(path).is_file()
+    """Append ``rows`` to a CSV file, writing the header if the file is new.
+
+    Appending to a file whose header names other columns (a run resumed after
+    a score was added or dropped) writes each row in the file's column order,
+    ``nan`` where the file has a column the rows lack; a column the file lacks
+    is an error.
+    """
+    path = Path(path)
+    new = mode == "w" or not path.is_file()
+    header = list(columns)
+    if not new:
+        with open(path) as f:
+            header = f.readline().strip().split(",")
+        extra = [c for c in columns if c not in header]
+        if extra:
+            raise ValueError(
+                f"{path} has columns {header}, not {extra}: write these rows to a "
+                "new file (a new --out directory), or drop those columns."
+            )
     with open(path, mode) as f:
         if new:
-            f.write(",".join(columns) + "\n")
+            f.write(",".join(header) + "\n")
         for row in rows:
-            f.write(",".join(f"{float(v):.6g}" for v in row) + "\n")
+            values = dict(zip(columns, row))
+            f.write(",".join(f"{float(values.get(c, 'nan')):.6g}" for c in header)
+                    + "\n")
 
 
 def truncate_run(directory, step):

@@ -19,8 +19,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from fitbook.batches import unpack_images
-from fitbook.gan import GAN, gan_step
+from fitbook.gan import GAN, gan_train_step
 from fitbook.gan_loop import GanTrainer
 
 try:  # tf.summary's own functions, when TensorBoard is installed
@@ -121,14 +120,8 @@ class SummaryGAN(GAN):
 
     def train_step(self, data):
         """``GAN.train_step``, then summaries of the step."""
-        # Unpack: labels, if the data has them, are ignored.
-        x = unpack_images(data, self)
-        # Forward, gradients and apply: the shared step, for both networks.
-        d_loss, g_loss = gan_step(self, x)
-        # Update metrics, weighted by batch size.
-        batch_size = ops.shape(x)[0]
-        self.d_loss_tracker.update_state(d_loss, sample_weight=batch_size)
-        self.g_loss_tracker.update_state(g_loss, sample_weight=batch_size)
+        # Unpack, forward, gradients, apply, metrics: the GAN chapter's step.
+        d_loss, g_loss = gan_train_step(self, data)
         # Log: at the optimizer's step with our writer; else the caller's default.
         if self.writer is None:  # the caller's writer and default step: a pitfall
             log_gan(self, d_loss, g_loss, grid_every=self.grid_every)
@@ -150,7 +143,7 @@ class SummaryGanTrainer(GanTrainer):
 
     def step(self, x):
         """One GAN step, then its summaries, numbered by the optimizer's step."""
-        d_loss, g_loss = gan_step(self, x)
+        d_loss, g_loss = gan_train_step(self, x)
         with self.writer.as_default():
             step = self.d_optimizer.iterations  # checkpointed: resumes continue it
             log_gan(self, d_loss, g_loss, step, self.grid_every)

@@ -1,5 +1,5 @@
 """Tool: ``python -m fitbook.tools.train_gan train --out DIR`` trains the GAN of
-chapter "A GAN, two ways" with logs, scores, grids and checkpoints
+chapter "Judging and fixing a GAN" with logs, scores, grids and checkpoints
 (``fitbook.gan.train``); ``python -m fitbook.gan train ...`` runs the same."""
 
 import argparse
