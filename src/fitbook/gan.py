@@ -32,7 +32,7 @@ from fitbook.models import LATENT_DIM, build_discriminator, build_generator
 from fitbook.quality import make_scorer
 from fitbook.reproducibility import set_seed
 from fitbook.runs import final_scores, read_run, truncate_run
-from fitbook.tf_noise import captured_stderr_fd
+from fitbook.tf_noise import captured_stderr_fd, is_known_notice
 from fitbook.tuning import (
     AUTO,
     cached_autotune,
@@ -269,8 +269,6 @@ def build_gan(recipe=SEED_RECIPE, seed=0, jit_compile=AUTO, precision=AUTO):
     the measurement, as the tests do.
     """
     precision, jit_compile = tuned_settings(precision, jit_compile)
-    if not _TUNING:
-        quiet_remapper(precision or keras.config.dtype_policy().name, jit_compile)
     building = contextlib.nullcontext() if precision is None else dtype_policy(
         precision)
     with building:  # layers take the global policy when they are created
@@ -284,18 +282,6 @@ def build_gan(recipe=SEED_RECIPE, seed=0, jit_compile=AUTO, precision=AUTO):
 
 
 TUNING_STEPS = 4  # GAN steps per timed round when tuning
-_TUNING = []  # non-empty while tune_gan builds its candidates
-
-
-def quiet_remapper(precision, jit_compile):
-    """Turn off TensorFlow's graph remapper for a ``mixed_bfloat16`` GAN run
-    without XLA: there, TensorFlow 2.21's remapper tries to fuse the
-    discriminator's Conv2D, BiasAdd and LeakyReLU, fails (the LeakyReLU
-    gradient still reads the BiasAdd), prints an error on stderr and leaves the
-    graph unfused. Off, the step is as fast and silent. Process-wide: graphs
-    made later lose the remapper's fusions too."""
-    if precision == "mixed_bfloat16" and not jit_compile:
-        tf.config.optimizer.set_experimental_options({"remapping": False})
 
 
 def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
@@ -329,7 +315,6 @@ def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
 
         return run
 
-    _TUNING.append(True)  # candidates keep the remapper: each is timed as is
     lines, logger = [], tf.get_logger()
     level = logger.level
     logger.setLevel("ERROR")  # one new model per candidate: retracing is expected
@@ -340,10 +325,9 @@ def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
                 path=path, rounds=rounds, batch_size=recipe.batch_size,
                 eligible=eligible)
     finally:
-        _TUNING.pop()
         logger.setLevel(level)
-        for line in lines:  # all but the remapper's error (see quiet_remapper)
-            if line.strip() and "remapper failed" not in line:
+        for line in lines:  # all but TensorFlow's known harmless notices
+            if line.strip() and not is_known_notice(line):
                 print(line, file=sys.stderr)
     return tuning
 
