@@ -60,6 +60,16 @@ def test_targets_move_inward_by_label_noise():
     np.testing.assert_allclose(np.ravel(y), [0.9 * 0.9 + 0.1 * 0.1, 0.9, 0.1, 0.05])
 
 
+def test_keras_label_convention_moves_fake_targets_outward():
+    u = np.array([[1.0], [0.5], [1.0], [0.5]], "float32")
+    y = G.discriminator_targets(2, u, G.KERAS_LABELS_RECIPE)  # label_noise 0.05
+    np.testing.assert_allclose(np.ravel(y), [0.95, 0.975, -0.05, -0.025], atol=1e-7)
+    # the Keras example's targets (fake 1, real 0, plus 0.05 u) are 1 minus ours:
+    # the same loss for the logit with its sign flipped.
+    keras_targets = np.array([0.0, 0.0, 1.0, 1.0]) + 0.05 * np.ravel(u)
+    np.testing.assert_allclose(1.0 - np.ravel(y), keras_targets, atol=1e-7)
+
+
 class Parts:
     """What ``gan_train_step`` needs, with one learning rate per network."""
 

@@ -67,3 +67,15 @@ def test_class_rows_puts_each_image_in_its_predicted_class_row():
     for c in range(N_CLASSES):
         filled = [np.any(grid[c * 3 + i]) for i in range(3)]
         assert sum(filled) == min(3, counts[c])
+
+
+def test_step_verdicts_compare_two_recipes_at_every_logged_step():
+    def run(frechet):
+        return {"scores": {"step": np.array([200.0, 400.0]),
+                           "frechet": np.array(frechet)}}
+
+    good = [run([50.0, 30.0]), run([60.0, 35.0]), run([55.0, 80.0])]
+    bad = [run([90.0, 40.0]), run([100.0, 45.0]), run([95.0, 50.0])]
+    assert J.step_verdicts(good, bad, "frechet", higher_is_better=False) == {
+        200: "better", 400: "not distinguishable"}
+    assert J.step_verdicts(bad, good, "frechet", False)[200] == "worse"

@@ -54,6 +54,7 @@ class GanRecipe:
     real_label: float = 1.0  # discriminator target for real images
     batch_size: int = 64
     ema_momentum: float = 0.0  # > 0: also keep a moving average of G's weights
+    fake_noise_sign: float = 1.0  # -1: fake targets move below 0 (Keras example)
 
 
 SEED_RECIPE = GanRecipe()  # the recipe the chapter starts from (it collapses)
@@ -135,7 +136,8 @@ def draw_step_noise(seed_generator, batch_size, latent_dim=LATENT_DIM):
 
 
 def discriminator_targets(batch_size, u, recipe):
-    """Targets for [real; fake]: real_label then 0, moved inward by label noise."""
+    """Targets for [real; fake]: real_label then 0, moved inward by label noise
+    (fake targets outward, below 0, if ``recipe.fake_noise_sign`` is -1)."""
     y = ops.concatenate(
         [
             ops.full((batch_size, 1), recipe.real_label),
@@ -143,7 +145,9 @@ def discriminator_targets(batch_size, u, recipe):
         ]
     )
     noise = recipe.label_noise * u  # each target moves up to label_noise inward
-    return y * (1.0 - noise) + (1.0 - y) * noise
+    inward = y * (1.0 - noise) + (1.0 - y) * noise
+    is_fake = ops.concatenate([ops.zeros((batch_size, 1)), ops.ones((batch_size, 1))])
+    return inward - (1.0 - recipe.fake_noise_sign) * is_fake * noise  # -1: outward
 
 
 def discriminator_loss(generator, discriminator, loss_fn, x, z, u, recipe):
@@ -345,7 +349,15 @@ def tuned_settings(precision, jit_compile):
     )
 
 
-RECIPES = {"seed": SEED_RECIPE, "fixed": FIXED_RECIPE}
+# The Keras example's labels (fake 1, real 0, noise added upward), with the
+# logit's sign flipped: real targets move inward, fake targets outward.
+KERAS_LABELS_RECIPE = dataclasses.replace(FIXED_RECIPE, fake_noise_sign=-1.0)
+
+RECIPES = {
+    "seed": SEED_RECIPE,
+    "fixed": FIXED_RECIPE,
+    "keras_labels": KERAS_LABELS_RECIPE,
+}
 
 
 def build_optimizer_state(gan):

@@ -57,6 +57,20 @@ def verdict(candidate, baseline, higher_is_better):
     return "not distinguishable"
 
 
+def step_verdicts(candidate_runs, baseline_runs, score, higher_is_better):
+    """``{step: verdict}`` at every logged step of two recipes' runs (lists of
+    ``read_run`` records, one per seed), by :func:`verdict`'s rule."""
+    steps = score_band(baseline_runs, score)[0]
+    return {
+        int(step): verdict(
+            *[[run["scores"][score][run["scores"]["step"] == step][0] for run in runs]
+              for runs in (candidate_runs, baseline_runs)],
+            higher_is_better,
+        )
+        for step in steps
+    }
+
+
 def class_rows(classifier, images, per_class=10):
     """One row per class the judge assigns: for each of the ten classes, up to
     ``per_class`` of ``images`` the classifier puts in it, most confident first.

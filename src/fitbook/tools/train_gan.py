@@ -34,6 +34,7 @@ RECIPE_TYPES = {  # what each GanRecipe field accepts on the command line
     "real_label": checked(float, lambda v: 0.5 < v <= 1, "a number in (0.5, 1]"),
     "batch_size": POSITIVE_INT,
     "ema_momentum": checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "fake_noise_sign": checked(float, lambda v: v in (1, -1), "1 or -1"),
 }
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # auto: tuned
