@@ -15,7 +15,6 @@ starts it from the command line.
 import contextlib
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import keras
@@ -32,7 +31,7 @@ from fitbook.models import LATENT_DIM, build_discriminator, build_generator
 from fitbook.quality import make_scorer
 from fitbook.reproducibility import set_seed
 from fitbook.runs import final_scores, read_run, truncate_run
-from fitbook.tf_noise import captured_stderr_fd, is_known_notice
+from fitbook.tf_noise import captured_stderr_fd, replay
 from fitbook.tuning import (
     AUTO,
     cached_autotune,
@@ -330,9 +329,7 @@ def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
                 eligible=eligible)
     finally:
         logger.setLevel(level)
-        for line in lines:  # all but TensorFlow's known harmless notices
-            if line.strip() and not is_known_notice(line):
-                print(line, file=sys.stderr)
+        replay(lines)  # all but TensorFlow's known harmless notices
     return tuning
 
 

@@ -105,12 +105,14 @@ def without_float16_notice():
             finally:
                 lines = captured  # filled when the capture ends
     finally:
-        _replay(lines, FLOAT16_NOTICE)
+        replay(lines, FLOAT16_NOTICE.match)
 
 
-def _replay(lines, drop):
+def replay(lines, drop=is_known_notice):
+    """Print captured ``lines`` to ``sys.stderr``, except blank ones and those
+    ``drop(line)`` is true for (default: ``KNOWN_NOTICES``)."""
     for line in lines:
-        if line.strip() and not drop.match(line.rstrip("\r\n")):
+        if line.strip() and not drop(line.rstrip("\r\n")):
             print(line, file=sys.stderr)
 
 
