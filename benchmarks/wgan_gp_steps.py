@@ -4,8 +4,8 @@ Both are fitbook models trained with fit() on the same Fashion-MNIST images,
 each in its tuned configuration (--jit auto: XLA where it measured faster on
 this machine; --jit on/off to force it); every update sees --batch-size real
 images (the WGAN-GP's train_step splits critic_steps such batches).
-fitbook.timing.time_runs warms each step up, then alternates rounds between the two models, so background
-load hits both alike.
+fitbook.timing.time_runs warms each step up, then alternates rounds between the
+two models, so background load hits both alike.
 Run: .venv/bin/python benchmarks/wgan_gp_steps.py
 """
 
