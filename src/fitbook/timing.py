@@ -133,7 +133,7 @@ def fit_run(model, x, y, batch_size):
 
 def dataset_run(model, dataset, steps):
     """A run: ``steps`` ``fit()`` steps on batches of a (repeated) ``dataset``
-    (chapters "WGAN-GP" and "Performance")."""
+    (chapter "Performance")."""
     positive_int("steps", steps)
     return functools.partial(
         model.fit, dataset, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0

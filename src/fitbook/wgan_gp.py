@@ -9,7 +9,14 @@ tape differentiates.
 
 The generator, the data pipeline and the quality scores come from
 :mod:`fitbook.gan`, so the two chapters can be compared side by side.
+
+Whether XLA compiles the step is measured on this machine, not assumed
+(:func:`tune_wgan_gp`, cached per machine as :func:`fitbook.gan.tune_gan` is);
+the precision stays float32 unless asked for (see :func:`build_wgan_gp`).
 """
+
+import contextlib
+import time
 
 import keras
 import matplotlib.pyplot as plt
@@ -19,9 +26,20 @@ from keras import layers, ops
 
 from fitbook.batches import check_images, unpack_images
 from fitbook.checks import non_negative_number, positive_int
+from fitbook.data import image_dataset, load_fashion_mnist
 from fitbook.gan import ready_optimizer, with_loss_scaling
 from fitbook.models import build_generator, discriminator_trunk
 from fitbook.plots import smooth
+from fitbook.tf_noise import captured_stderr_fd, replay
+from fitbook.tuning import (
+    AUTO,
+    PRECISIONS,
+    cached_autotune,
+    dtype_policy,
+    grid,
+    random_state_kept,
+    restrict,
+)
 
 METRIC_NAMES = ("critic_loss", "generator_loss", "gradient_penalty", "wasserstein")
 
@@ -149,16 +167,22 @@ class WGANGP(keras.Model):
         generator_optimizer,
         critic_steps=5,
         gp_weight=10.0,
-        jit_compile=True,
+        jit_compile=AUTO,
     ):
         """Two optimizers, critic updates per generator update, penalty weight.
 
         ``self.optimizer`` stays ``None``: the two optimizers are
-        ``critic_optimizer`` and ``generator_optimizer``.
+        ``critic_optimizer`` and ``generator_optimizer``. ``jit_compile="auto"``
+        uses XLA if it measured faster for this dtype policy
+        (:func:`tune_wgan_gp`, with these ``critic_steps``).
         """
         check_optimizers(critic_optimizer, generator_optimizer)
         self.critic_steps = check_critic_steps(critic_steps)
         self.gp_weight = check_gp_weight(gp_weight)
+        jit_compile = check_jit_compile(jit_compile)
+        if jit_compile == AUTO:
+            jit_compile = tuned_wgan_gp_settings(
+                self.dtype_policy.name, AUTO, self.critic_steps)[1]
         super().compile(optimizer=None, jit_compile=jit_compile)
         # Under mixed_float16, wrapped in a LossScaleOptimizer as compile() does.
         policy = self.dtype_policy
@@ -229,9 +253,56 @@ class WGANGP(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
 
-def build_wgan_gp(critic_steps=5, gp_weight=10.0, seed=0, jit_compile=True):
-    """A compiled ``WGANGP``: the GAN's generator, a new critic (chapter "WGAN-GP")."""
-    model = WGANGP(build_generator(), build_critic(), seed=seed)
+def check_jit_compile(jit_compile):
+    """Return ``jit_compile`` after checking it is True, False or ``"auto"``."""
+    if jit_compile is True or jit_compile is False or jit_compile == AUTO:
+        return jit_compile
+    raise ValueError(
+        f"jit_compile must be True, False or {AUTO!r} (measure which is faster "
+        f"here), got {jit_compile!r}."
+    )
+
+
+def check_precision(precision):
+    """Return ``precision`` after checking it is a dtype policy name or None."""
+    if precision is None or precision in PRECISIONS:
+        return precision
+    if precision == AUTO:
+        raise ValueError(
+            f"precision={AUTO!r} is not offered for the WGAN-GP: its penalty "
+            "differentiates a gradient, and a lower precision has not been shown "
+            "sound for that here. Use 'float32' (the default), or name a policy "
+            f"from {PRECISIONS} to try one yourself."
+        )
+    raise ValueError(
+        f"precision must be one of {PRECISIONS} or None (the global policy as "
+        f"it is), got {precision!r}."
+    )
+
+
+def build_wgan_gp(critic_steps=5, gp_weight=10.0, seed=0, jit_compile=AUTO,
+                  precision="float32"):
+    """A compiled ``WGANGP``: the GAN's generator, a new critic (chapter "WGAN-GP").
+
+    ``jit_compile="auto"`` (the default) compiles the step with XLA if that
+    measured faster on this machine (:func:`tune_wgan_gp`, cached); True or
+    False skip the measurement, as the tests do. ``precision`` is the Keras
+    dtype policy the networks are built under (``None``: the global one). It
+    stays float32 unless asked for, and is not tuned: ``mixed_bfloat16`` was
+    shown sound for the GAN, over long runs and several seeds, but the
+    gradient penalty differentiates a gradient, and a tuner's few steps agreeing
+    with float32 would not show that the penalty stays accurate over a run.
+    """
+    check_critic_steps(critic_steps)
+    precision = check_precision(precision)
+    jit_compile = check_jit_compile(jit_compile)
+    if jit_compile == AUTO:
+        asked = keras.config.dtype_policy().name if precision is None else precision
+        jit_compile = tuned_wgan_gp_settings(asked, AUTO, critic_steps)[1]
+    building = contextlib.nullcontext() if precision is None else dtype_policy(
+        precision)
+    with building:  # layers take the global policy when they are created
+        model = WGANGP(build_generator(), build_critic(), seed=seed)
     model.compile(
         *paper_optimizers(),
         critic_steps=critic_steps,
@@ -239,6 +310,116 @@ def build_wgan_gp(critic_steps=5, gp_weight=10.0, seed=0, jit_compile=True):
         jit_compile=jit_compile,
     )
     return model
+
+
+TUNING_STEPS = 1  # WGAN-GP generator steps per timed round: each is about 1 s
+CRITIC_BATCH = 64  # images per critic update when tuning, as in the chapter
+
+
+def tune_wgan_gp(precision="float32", jit_compile=AUTO, critic_steps=5,
+                 steps=TUNING_STEPS, rounds=2, path=AUTO):
+    """Measure the WGAN-GP step (batches of 64 per critic update) with and
+    without XLA, in the given ``precision``; a ``tuning.Tuning``.
+
+    The float32 step without XLA is always measured, as the reference for
+    soundness and speed. Every candidate starts from the same weights, and the
+    random state of the caller is kept. Cached per machine
+    (``tuning.cached_autotune``). A few steps only: each is about a second.
+    """
+    precision = check_precision(precision)
+    jit_compile = check_jit_compile(jit_compile)
+    critic_steps = check_critic_steps(critic_steps)
+    positive_int("steps", steps)
+    asked = keras.config.dtype_policy().name if precision is None else precision
+    candidates, eligible = restrict(grid(("float32",)), asked, jit_compile)
+    batch = critic_steps * CRITIC_BATCH
+    images = load_fashion_mnist()[0][0][: batch * steps]
+    start = []  # the first model's weights: every candidate starts from them
+
+    def make_run(config):
+        model = build_wgan_gp(critic_steps, seed=0, jit_compile=config.jit_compile,
+                              precision=config.precision)
+        networks = (model.generator, model.critic)
+        if not start:
+            start.extend(net.get_weights() for net in networks)
+        for net, weights in zip(networks, start):
+            net.set_weights(weights)
+        dataset = image_dataset(images, batch, repeat=True)
+
+        def run():
+            history = model.fit(dataset, epochs=1, steps_per_epoch=steps,
+                                shuffle=False, verbose=0)
+            return {k: history.history[k][-1] for k in ("critic_loss",
+                                                        "generator_loss")}
+
+        return run
+
+    lines, logger = [], tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")  # one new model per candidate: retracing is expected
+    try:
+        with random_state_kept(), captured_stderr_fd() as lines:
+            tuning = cached_autotune(
+                f"wgan_gp, critic_steps {critic_steps}, batch {CRITIC_BATCH}",
+                make_run, candidates, steps, path=path, rounds=rounds,
+                batch_size=batch, eligible=eligible)
+    finally:
+        logger.setLevel(level)
+        replay(lines)  # all but TensorFlow's known harmless notices
+    return tuning
+
+
+def tuned_wgan_gp_settings(precision, jit_compile, critic_steps=5):
+    """``(precision, jit_compile)`` with ``jit_compile="auto"`` replaced by
+    :func:`tune_wgan_gp`'s choice for that precision and ``critic_steps``."""
+    if jit_compile != AUTO:
+        return precision, jit_compile
+    return precision, tune_wgan_gp(precision, AUTO, critic_steps).chosen.jit_compile
+
+
+def timed_fit(model, dataset, steps, steps_per_epoch, callbacks=()):
+    """``fit()`` for ``steps`` steps in epochs of ``steps_per_epoch``; returns
+    each epoch's wall time in seconds, measured by a callback (chapter "WGAN-GP").
+    """
+    positive_int("steps_per_epoch", steps_per_epoch)
+    if positive_int("steps", steps) % steps_per_epoch:
+        raise ValueError(
+            f"steps={steps} is not a whole number of epochs of "
+            f"steps_per_epoch={steps_per_epoch}: make it a multiple."
+        )
+    ends = [time.perf_counter()]
+    clock = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: ends.append(time.perf_counter()))
+    model.fit(dataset, epochs=steps // steps_per_epoch,
+              steps_per_epoch=steps_per_epoch, callbacks=[*callbacks, clock],
+              shuffle=False, verbose=2)
+    return np.diff(ends)
+
+
+def logged_scores_at(scores, step):
+    """``(logged step, {"coverage", "frechet"})`` of a run's ``scores`` table (a
+    :func:`fitbook.runs.read_run` record) at its last logged step ``<= step``,
+    or ``None`` if it has none (chapter "WGAN-GP").
+
+    A run that saved the moving average of its generator's weights logs its
+    scores as ``ema_coverage`` and ``ema_frechet``: those are read when present,
+    the scores of the generator the run saved.
+    """
+    shown = "ema_" if "ema_frechet" in scores else ""
+    for name in ("step", shown + "coverage", shown + "frechet"):
+        if name not in scores:
+            raise ValueError(
+                f"the scores table has no {name!r} column (it has "
+                f"{sorted(scores)}): pass read_run(directory)['scores']."
+            )
+    logged = np.flatnonzero(np.atleast_1d(scores["step"]) <= step)
+    if not len(logged):
+        return None
+    row = logged[-1]
+    return int(np.atleast_1d(scores["step"])[row]), {
+        name: float(np.atleast_1d(scores[shown + name])[row])
+        for name in ("coverage", "frechet")
+    }
 
 
 def plot_wgan_losses(history, gp_weight, window=10, title="WGAN-GP training"):
