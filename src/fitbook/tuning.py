@@ -215,6 +215,8 @@ def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
         if (reason := soundness(losses[config.name], reference, rtol, atol)):
             rejected[config.name] = reason
     stage = [chosen] + [c for c in tried if c.name not in rejected]
+    if len(stage) == 1:
+        return Tuning(chosen, rates, rejected, losses, steps, measurements=timed)
     again = time_runs({c.name: runs[c.name] for c in stage}, steps, rounds,
                       warmup=0, batch_size=batch_size)
     second = {name: m.steps_per_second for name, m in again.items()}
