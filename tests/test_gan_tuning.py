@@ -89,6 +89,12 @@ def test_command_line_defaults_to_auto_and_takes_explicit_values(tmp_path):
         assert args.jit == jit
     with pytest.raises(SystemExit):
         parse_args(["train", "--out", str(tmp_path / "run"), "--jit", "maybe"])
+    assert args.conv == "auto"
+    args = parse_args(["train", "--out", str(tmp_path / "run"), "--conv",
+                       "shift_add"])
+    assert args.conv == "shift_add"
+    with pytest.raises(SystemExit):
+        parse_args(["train", "--out", str(tmp_path / "run"), "--conv", "fast"])
 
 
 def run_args(out, precision="auto", jit="auto", resume=False, conv="auto"):
