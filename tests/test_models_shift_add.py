@@ -17,14 +17,20 @@ TOLERANCE = {"float32": 1e-5, "mixed_bfloat16": 2e-2}
 
 
 def twins(policy, filters, kernel, padding, shape=(2, 9, 8, 5), **options):
-    """A Conv2D and a ShiftAddConv2D with the same random weights, built."""
+    """A Conv2D and a ShiftAddConv2D with the same random weights, built. A
+    sigmoid, as in the generator, keeps every output positive, so that the
+    bias gradient (a sum over all outputs) has no cancellation that would
+    magnify bfloat16's rounding."""
     with dtype_policy(policy):
-        keras_conv = keras.layers.Conv2D(filters, kernel, padding=padding, **options)
-        shifted = ShiftAddConv2D(filters, kernel, padding=padding, **options)
+        keras_conv, shifted = (
+            kind(filters, kernel, padding=padding, activation="sigmoid", **options)
+            for kind in (keras.layers.Conv2D, ShiftAddConv2D))
     for layer in (keras_conv, shifted):
         layer.build(shape)
-    keras_conv.bias.assign(np.random.default_rng(1).normal(size=filters))
-    shifted.set_weights(keras_conv.get_weights())
+    rng = np.random.default_rng(1)
+    weights = [0.3 * rng.normal(size=w.shape) for w in keras_conv.get_weights()]
+    for layer in (keras_conv, shifted):
+        layer.set_weights(weights)
     return keras_conv, shifted
 
 
