@@ -137,6 +137,7 @@ def test_second_stage_tries_the_winners_variant_against_it(clock):
     assert len(set(calls)) == 5  # four candidates and one variant, not eight
     assert result.second_stage == pytest.approx({BF16.name: 8.0, shifted.name: 16.0})
     assert result.ratio(shifted.name) == pytest.approx(4.0)
+    assert set(result.measurements) == {c.name for c in T.grid()}  # first stage
     record = result.to_dict()
     again = T.Tuning.from_dict(json.loads(json.dumps(record)))
     assert again.chosen == shifted and again.second_stage == result.second_stage

@@ -124,6 +124,7 @@ class Tuning:
     # candidate name -> its timing.Measurement (empty when read from the cache)
     second_stage: dict = dataclasses.field(default_factory=dict)
     # the first stage's winner and its variants -> steps/s, timed together
+    # (steps_per_second holds the variants at the first stage's pace)
 
     def ratio(self, name):
         """Candidate ``name``'s speed over the plain configuration's."""
@@ -169,8 +170,12 @@ def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
     ``variants`` (a Config field -> value, e.g. ``{"shift_add_conv": True}``)
     adds a second stage: each variant of the winner (the winner with that one
     field changed) is warmed up, tested the same way, and timed in alternating
-    rounds *with the winner*; the fastest of them is chosen. So a switch that
-    is independent of the others costs one more candidate, not twice as many.
+    rounds *with the winner*; the fastest of them is chosen. A variant's
+    ``steps_per_second`` is the winner's first-stage rate times their ratio in
+    the second stage (both stages' raw rates: ``second_stage``; ``measurements``
+    holds the first stage's). A switch tuned this way costs one more candidate,
+    not twice as many, on the assumption that the best setting of the other
+    options does not depend on it.
     """
     candidates = list(candidates)
     if not candidates or candidates[0] != PLAIN:
@@ -220,8 +225,9 @@ def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
     again = time_runs({c.name: runs[c.name] for c in stage}, steps, rounds,
                       warmup=0, batch_size=batch_size)
     second = {name: m.steps_per_second for name, m in again.items()}
-    for config in stage[1:]:
-        rates[config.name], timed[config.name] = second[config.name], again[config.name]
+    pace = rates[chosen.name] / second[chosen.name]  # the first stage's pace
+    for config in stage[1:]:  # at that pace, so ratios to PLAIN stay comparable
+        rates[config.name] = second[config.name] * pace
     chosen = max(stage, key=lambda c: second[c.name])
     return Tuning(chosen, rates, rejected, losses, steps, measurements=timed,
                   second_stage=second)
