@@ -9,6 +9,8 @@ So nothing is assumed: :func:`autotune` times a few steps of every candidate
 returns the fastest one that is *sound*: its losses are finite and close to
 those of the plain configuration (float32, no XLA, one step per call), which is
 always a candidate, so the choice is never one that measured slower than it.
+An option may instead be tried on the winner only, in a second stage
+(``variants``: the GAN's shift-add convolution), one candidate more.
 
 :func:`cached_autotune` remembers the choice per machine and model in a JSON
 file (:func:`cache_path`), so that chapters do not pay for tuning twice.
