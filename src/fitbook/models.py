@@ -122,7 +122,7 @@ class ShiftAddConv2D(layers.Conv2D):
         taps = keras.ops.reshape(keras.ops.transpose(kernel, (2, 0, 1, 3)),
                                  (cin, kh * kw * filters))
         z = keras.ops.matmul(inputs, taps)  # (batch, H, W, kh * kw * filters)
-        if self.padding == "same":  # zeros around, as Conv2D pads (more below)
+        if self.padding == "same":  # Conv2D's zeros: an even kernel's extra at the end
             top, left = (kh - 1) // 2, (kw - 1) // 2
             z = keras.ops.pad(z, [(0, 0), (top, kh - 1 - top),
                                   (left, kw - 1 - left), (0, 0)])
