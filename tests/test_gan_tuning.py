@@ -26,11 +26,12 @@ def tuned(monkeypatch):
     """tune_gan replaced by a fake that records what it was asked."""
     asked = []
 
-    def fake(precision="auto", jit_compile="auto", **_):
-        asked.append((precision, jit_compile))
+    def fake(precision="auto", jit_compile="auto", conv="auto", **_):
+        asked.append((precision, jit_compile) + ((conv,) if conv != "auto" else ()))
         return fake_tuning(Config(
             "mixed_bfloat16" if precision == "auto" else precision,
-            True if jit_compile == "auto" else jit_compile))
+            True if jit_compile == "auto" else jit_compile,
+            shift_add_conv=conv == "shift_add"))
 
     monkeypatch.setattr(G, "tune_gan", fake)
     return asked
@@ -61,15 +62,22 @@ def test_auto_settings_come_from_tuning(tuned):
     assert tuned[-1] == ("auto", False) and not gan.jit_compile
     G.build_gan(G.FIXED_RECIPE, jit_compile=False, precision="float32")
     assert len(tuned) == 2  # explicit: nothing measured
-    assert G.tuned_settings(None, "auto") == (None, True)
+    assert G.tuned_settings(None, "auto") == (None, True, "keras")
     assert tuned[-1] == (keras.config.dtype_policy().name, "auto")
+    assert G.tuned_settings("float32", False) == ("float32", False, "keras")
+    assert len(tuned) == 3  # conv "auto" alone measures nothing
+    gan = G.build_gan(G.FIXED_RECIPE, precision="float32", conv="shift_add")
+    assert tuned[-1] == ("float32", "auto", "shift_add")
+    assert G.conv_of(gan.generator) == "shift_add"
+    with pytest.raises(ValueError, match="conv must be one of"):
+        G.tuned_settings("float32", False, "fast")
 
 
 def test_compile_auto_asks_for_the_models_policy(tuned):
     gan = G.GAN(G.build_generator(), G.build_discriminator())
     optimizers = G.make_optimizers(G.FIXED_RECIPE)
     gan.compile(*optimizers, keras.losses.BinaryCrossentropy(from_logits=True))
-    assert tuned == [(gan.dtype_policy.name, "auto")] and gan.jit_compile
+    assert tuned == [(gan.dtype_policy.name, "auto", "keras")] and gan.jit_compile
 
 
 def test_command_line_defaults_to_auto_and_takes_explicit_values(tmp_path):
@@ -81,11 +89,17 @@ def test_command_line_defaults_to_auto_and_takes_explicit_values(tmp_path):
         assert args.jit == jit
     with pytest.raises(SystemExit):
         parse_args(["train", "--out", str(tmp_path / "run"), "--jit", "maybe"])
+    assert args.conv == "auto"
+    args = parse_args(["train", "--out", str(tmp_path / "run"), "--conv",
+                       "shift_add"])
+    assert args.conv == "shift_add"
+    with pytest.raises(SystemExit):
+        parse_args(["train", "--out", str(tmp_path / "run"), "--conv", "fast"])
 
 
-def run_args(out, precision="auto", jit="auto", resume=False):
+def run_args(out, precision="auto", jit="auto", resume=False, conv="auto"):
     return SimpleNamespace(out=str(out), precision=precision, jit=jit,
-                           resume=resume)
+                           resume=resume, conv=conv)
 
 
 def test_choose_settings_tunes_or_takes_the_resumed_runs(tmp_path, tuned):
@@ -93,13 +107,24 @@ def test_choose_settings_tunes_or_takes_the_resumed_runs(tmp_path, tuned):
     G.choose_settings(args)
     assert (args.precision, args.jit) == ("mixed_bfloat16", True)
     assert args.tuning.chosen == Config("mixed_bfloat16", True)
-    assert args.asked == {"precision": "auto", "jit_compile": "auto"}
+    assert args.conv == "keras"
+    assert args.asked == {"precision": "auto", "jit_compile": "auto",
+                          "conv": "auto"}
     (tmp_path / "run.json").write_text(json.dumps(
-        {"precision": "float32", "jit_compile": False}))
+        {"precision": "float32", "jit_compile": False}))  # recorded before conv
     args = run_args(tmp_path, resume=True)
     G.choose_settings(args)  # the resumed run's own settings, nothing measured
     assert (args.precision, args.jit, args.tuning) == ("float32", False, None)
+    assert args.conv == "keras"
+    (tmp_path / "run.json").write_text(json.dumps(
+        {"precision": "float32", "jit_compile": False, "conv": "shift_add"}))
+    args = run_args(tmp_path, resume=True)
+    G.choose_settings(args)
+    assert (args.precision, args.jit, args.conv) == ("float32", False, "shift_add")
     assert len(tuned) == 1
+    args = run_args(tmp_path, conv="shift_add")
+    G.choose_settings(args)  # tuned among shift-add configurations only
+    assert tuned[-1] == ("auto", "auto", "shift_add") and args.conv == "shift_add"
     args = run_args(tmp_path, precision="mixed_bfloat16", resume=True)
     G.choose_settings(args)  # explicit wins; check_settings then refuses it
     assert (args.precision, args.jit) == ("mixed_bfloat16", False)
@@ -112,16 +137,20 @@ def test_build_gan_leaves_tensorflow_graph_options_alone(tuned):
 
 
 def test_tune_gan_measures_real_candidates(tmp_path, capfd):
-    """Two real candidates without XLA, one step each: both sound (bf16 close
-    to float32), the record is written to the given cache file."""
+    """Two real candidates without XLA, one step each, then the winner against
+    itself with the shift-add convolution: all sound (bf16 close to float32),
+    the record is written to the given cache file."""
     keras.utils.set_random_seed(0)
     expected = keras.random.normal((2,))  # the caller's random state is kept
     keras.utils.set_random_seed(0)
     path = tmp_path / "tuning.json"
     result = G.tune_gan(jit_compile=False, steps=1, rounds=1, path=path)
     np.testing.assert_array_equal(keras.random.normal((2,)), expected)
-    assert set(result.steps_per_second) == {PLAIN.name, BF16.name}
+    winner = max((PLAIN, BF16), key=lambda c: result.steps_per_second[c.name])
+    variant = Config(winner.precision, shift_add_conv=True)  # the second stage
+    assert set(result.steps_per_second) == {PLAIN.name, BF16.name, variant.name}
+    assert set(result.second_stage) == {winner.name, variant.name}
     assert result.rejected == {}
-    assert result.chosen in (PLAIN, BF16)
+    assert result.chosen in (winner, variant)
     assert path.is_file()
     assert "remapper failed" not in capfd.readouterr().err  # a known notice: dropped

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fitbook import performance as P
 from fitbook.performance import (
     PIPELINES,
     classifier_grid_runs,
@@ -14,14 +15,18 @@ from fitbook.performance import (
     dropout_runs,
     dtype_policy,
     encode_png,
+    gan_layer_profile,
+    gan_layer_runs,
     gan_runs,
     gan_under_policy,
     image_pipeline,
+    layer_profile_figure,
     pipeline_runs,
     ratio_figure,
     study_scores,
     to_uint8,
 )
+from fitbook.timing import finish
 from fitbook.tuning import PLAIN, Config
 
 # ---------------------------------------------------------------- dtype policy
@@ -239,3 +244,29 @@ def test_ratio_figure_has_a_panel_per_model():
 
 
 # ---------------------------------------------------------------- the table
+
+
+def test_gan_layer_runs_time_every_layer_and_both_last_convolutions():
+    runs, shapes = gan_layer_runs("float32", steps=1, batch_size=2)
+    names = list(runs)
+    assert names[0] == "G1 Dense" and names[-1] == "D6 Dense"
+    assert names[7:9] == ["G8 Conv2D", "G8 ShiftAddConv2D"]
+    assert shapes["G8 Conv2D"] == (28, 28, 1) and shapes["D1 Conv2D"] == (14, 14, 64)
+    keras_grads = finish(runs["G8 Conv2D"]())  # input, kernel, bias
+    shifted_grads = finish(runs["G8 ShiftAddConv2D"]())
+    assert keras_grads[0].shape == (2, 28, 28, 128)
+    for k, s in zip(keras_grads, shifted_grads):
+        np.testing.assert_allclose(s, k, rtol=1e-4, atol=1e-4)
+
+
+def test_gan_layer_profile_and_figure(monkeypatch):
+    def fake_runs(policy, steps):
+        return {"G1 Dense": lambda: 0, "G8 ShiftAddConv2D": lambda: 0}, {}
+
+    monkeypatch.setattr(P, "gan_layer_runs", fake_runs)
+    profile, _ = gan_layer_profile(("float32", "mixed_bfloat16"), steps=1, rounds=1)
+    assert set(profile) == {"float32", "mixed_bfloat16"}
+    assert all(t > 0 for times in profile.values() for t in times.values())
+    fig = layer_profile_figure(profile)
+    assert len(fig.axes) == 2 and fig.axes[0].get_title() == "float32"
+    assert "milliseconds" in fig.axes[0].get_xlabel() and fig.axes[0].get_ylabel()

@@ -97,6 +97,13 @@ def test_network_macs_lists_counted_layers_in_order():
     assert g.forward == 69_945_344
 
 
+def test_shift_add_conv_counts_as_the_conv2d_it_computes():
+    g, shifted = build_generator(), build_generator(conv="shift_add")
+    assert network_macs(shifted).layers[-1][1:] == network_macs(g).layers[-1][1:]
+    assert gan_step_flops(shifted, build_discriminator(), 8) == gan_step_flops(
+        g, build_discriminator(), 8)
+
+
 def test_gan_step_macs_by_hand_on_tiny_networks():
     g = one_layer((3,), keras.layers.Dense(4))  # forward 12, first 12
     d = keras.Sequential(

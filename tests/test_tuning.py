@@ -115,8 +115,43 @@ def test_config_grid_and_restrict():
     candidates, eligible = T.restrict(T.grid(), "mixed_float16", False)
     assert candidates == [PLAIN, Config("mixed_float16")]
     assert eligible == [Config("mixed_float16")]
+    shifted = T.grid(shift_add_conv=(True,))
+    assert len(shifted) == 4 and all(c.shift_add_conv for c in shifted)
+    candidates, eligible = T.restrict(shifted, "mixed_float16", False)
+    assert candidates == [PLAIN, Config("mixed_float16", shift_add_conv=True)]
+    with pytest.raises(ValueError, match="shift_add_conv must be True or False"):
+        Config(shift_add_conv="yes")
     with pytest.raises(ValueError, match="no candidate"):
         T.restrict([PLAIN], jit_compile=True)
+
+
+def test_second_stage_tries_the_winners_variant_against_it(clock):
+    shifted = Config("mixed_bfloat16", shift_add_conv=True)
+    seconds = {PLAIN.name: 1.0, BF16.name: 0.5, XLA.name: 0.8,
+               BF16_XLA.name: 0.9, shifted.name: 0.25}
+    calls = []
+    result = T.autotune(fake_maker(clock, seconds, {}, calls), T.grid(), steps=4,
+                        rounds=2, variants={"shift_add_conv": True})
+    assert result.chosen == shifted and shifted.name == (
+        "mixed_bfloat16, no XLA, shift-add conv")
+    assert len(set(calls)) == 5  # four candidates and one variant, not eight
+    assert result.second_stage == pytest.approx({BF16.name: 8.0, shifted.name: 16.0})
+    assert result.ratio(shifted.name) == pytest.approx(4.0)
+    assert set(result.measurements) == {c.name for c in T.grid()}  # first stage
+    record = result.to_dict()
+    again = T.Tuning.from_dict(json.loads(json.dumps(record)))
+    assert again.chosen == shifted and again.second_stage == result.second_stage
+    seconds[shifted.name] = 0.6  # slower than the winner: the winner stays
+    slower = T.autotune(fake_maker(clock, seconds, {}), T.grid(), steps=4,
+                        variants={"shift_add_conv": True})
+    assert slower.chosen == BF16
+    losses = {shifted.name: {"loss": float("nan")}}  # unsound: never timed
+    unsound = T.autotune(fake_maker(clock, seconds, losses), T.grid(), steps=4,
+                         variants={"shift_add_conv": True})
+    assert unsound.chosen == BF16 and shifted.name in unsound.rejected
+    assert unsound.second_stage == {}
+    del record["second_stage"], record["chosen"]["shift_add_conv"]  # older record
+    assert T.Tuning.from_dict(record).chosen == BF16  # Keras' Conv2D
 
 
 def test_cache_file_and_memory(clock, tmp_path, monkeypatch):

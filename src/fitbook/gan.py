@@ -27,7 +27,13 @@ from fitbook.callbacks import ImageGridCallback, LossHistory, RunLogger
 from fitbook.checkpoints import TrainingCheckpoint, atomic_write
 from fitbook.data import FASHION_MNIST_FILES, image_dataset, load_fashion_mnist
 from fitbook.loops import with_loss_scaling
-from fitbook.models import LATENT_DIM, build_discriminator, build_generator
+from fitbook.models import (
+    CONVS,
+    LATENT_DIM,
+    ShiftAddConv2D,
+    build_discriminator,
+    build_generator,
+)
 from fitbook.quality import make_scorer
 from fitbook.reproducibility import set_seed
 from fitbook.runs import final_scores, read_run, truncate_run
@@ -224,10 +230,12 @@ class GAN(keras.Model):
 
         ``self.optimizer`` stays ``None``: a callback that changes a learning rate
         must change ``d_optimizer``'s or ``g_optimizer``'s. ``jit_compile="auto"``
-        uses XLA if it measured faster for this dtype policy (``tune_gan``).
+        uses XLA if it measured faster for this dtype policy and generator
+        (``tune_gan``).
         """
         if jit_compile == AUTO:
-            jit_compile = tuned_settings(self.dtype_policy.name, AUTO)[1]
+            conv = conv_of(self.generator)
+            jit_compile = tuned_settings(self.dtype_policy.name, AUTO, conv)[1]
         super().compile(optimizer=None, jit_compile=jit_compile)
         # Under mixed_float16, wrapped in a LossScaleOptimizer as compile() does.
         self.d_optimizer = with_loss_scaling(d_optimizer, self.dtype_policy)
@@ -262,20 +270,24 @@ class GAN(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
 
-def build_gan(recipe=SEED_RECIPE, seed=0, jit_compile=AUTO, precision=AUTO):
+def build_gan(recipe=SEED_RECIPE, seed=0, jit_compile=AUTO, precision=AUTO,
+              conv=AUTO):
     """A compiled ``GAN`` with fresh networks and optimizers from ``recipe``.
 
     ``precision`` is the Keras dtype policy the networks are built under
-    (``None``: the global one as it is) and ``jit_compile`` whether XLA compiles
-    the step. ``"auto"`` (the default) takes what measured fastest, among sound
-    choices, on this machine (:func:`tune_gan`, cached); explicit values skip
-    the measurement, as the tests do.
+    (``None``: the global one as it is), ``jit_compile`` whether XLA compiles
+    the step, and ``conv`` how the generator's last layer computes
+    (``"keras"`` or ``"shift_add"``, see ``build_generator``). ``"auto"`` (the
+    default) takes what measured fastest, among sound choices, on this machine
+    (:func:`tune_gan`, cached); explicit values skip the measurement, as the
+    tests do. ``conv="auto"`` alone measures nothing: with ``precision`` and
+    ``jit_compile`` both explicit it is Keras' own Conv2D, the reference.
     """
-    precision, jit_compile = tuned_settings(precision, jit_compile)
+    precision, jit_compile, conv = tuned_settings(precision, jit_compile, conv)
     building = contextlib.nullcontext() if precision is None else dtype_policy(
         precision)
     with building:  # layers take the global policy when they are created
-        gan = GAN(build_generator(), build_discriminator(), seed=seed)
+        gan = GAN(build_generator(conv=conv), build_discriminator(), seed=seed)
     d_optimizer, g_optimizer = make_optimizers(recipe)
     loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
     gan.compile(
@@ -288,22 +300,29 @@ TUNING_STEPS = 4  # GAN steps per timed round when tuning
 
 
 def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
-             path=AUTO):
+             path=AUTO, conv=AUTO):
     """Measure the GAN step (fixed recipe, batch 64) in every candidate
     configuration that agrees with the explicit settings; a ``tuning.Tuning``.
 
     Float32 or ``mixed_bfloat16``, XLA or not: the step is long, so running
     several per call (``steps_per_execution``) changes nothing worth its cost.
-    Every candidate starts from the same weights; the random state of the
-    caller is kept. Cached per machine (``tuning.cached_autotune``).
+    With ``conv="auto"``, the generator's last convolution is chosen in a
+    second stage: the fastest of those is timed against itself with the
+    shift-add convolution (``ShiftAddConv2D``), one candidate more, not twice
+    as many. Every candidate starts from the same weights; the random state
+    of the caller is kept. Cached per machine (``tuning.cached_autotune``).
     """
-    candidates, eligible = restrict(grid(), precision, jit_compile)
+    check_conv(conv, AUTO)
+    candidates, eligible = restrict(
+        grid(shift_add_conv=(conv == "shift_add",)), precision, jit_compile)
+    variants = {"shift_add_conv": True} if conv == AUTO else None
     recipe = FIXED_RECIPE
     images = load_fashion_mnist()[0][0][: recipe.batch_size * steps]
     start = []  # the first model's weights: every candidate starts from them
 
     def make_run(config):
-        gan = build_gan(recipe, 0, config.jit_compile, config.precision)
+        gan = build_gan(recipe, 0, config.jit_compile, config.precision,
+                        conv_name(config))
         networks = (gan.generator, gan.discriminator)
         if not start:
             start.extend(net.get_weights() for net in networks)
@@ -326,24 +345,47 @@ def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
             tuning = cached_autotune(
                 f"gan, batch {recipe.batch_size}", make_run, candidates, steps,
                 path=path, rounds=rounds, batch_size=recipe.batch_size,
-                eligible=eligible)
+                eligible=eligible, variants=variants)
     finally:
         logger.setLevel(level)
         replay(lines)  # all but TensorFlow's known harmless notices
     return tuning
 
 
-def tuned_settings(precision, jit_compile):
-    """``(precision, jit_compile)`` with each ``"auto"`` replaced by
-    :func:`tune_gan`'s choice (``precision=None``: the global policy's name)."""
+def tuned_settings(precision, jit_compile, conv=AUTO):
+    """``(precision, jit_compile, conv)`` with each ``"auto"`` replaced by
+    :func:`tune_gan`'s choice (``precision=None``: the global policy's name);
+    ``conv="auto"`` with the other two explicit is ``"keras"``, unmeasured."""
+    check_conv(conv, AUTO)
     if AUTO not in (precision, jit_compile):
-        return precision, jit_compile
+        return precision, jit_compile, "keras" if conv == AUTO else conv
     asked = keras.config.dtype_policy().name if precision is None else precision
-    chosen = tune_gan(asked, jit_compile).chosen
+    chosen = tune_gan(asked, jit_compile, conv=conv).chosen
     return (
         precision if precision is None else chosen.precision,
         chosen.jit_compile,
+        conv_name(chosen),
     )
+
+
+def check_conv(conv, *also):
+    """``conv`` if it names a way of computing the generator's last layer."""
+    if conv not in (*CONVS, *also):
+        raise ValueError(f"conv must be one of {(*CONVS, *also)}, got {conv!r}.")
+    return conv
+
+
+def conv_name(config):
+    """The ``conv`` setting of a ``tuning.Config``: ``"shift_add"`` or
+    ``"keras"``."""
+    return "shift_add" if config.shift_add_conv else "keras"
+
+
+def conv_of(generator):
+    """``"shift_add"`` if ``generator`` has a ``ShiftAddConv2D``, else
+    ``"keras"``."""
+    shifted = any(isinstance(layer, ShiftAddConv2D) for layer in generator.layers)
+    return "shift_add" if shifted else "keras"
 
 
 # The Keras example's labels (fake 1, real 0, noise added upward), with the
@@ -394,22 +436,32 @@ def train(args):
 
 
 def choose_settings(args):
-    """Replace ``--precision auto`` and ``--jit auto`` by concrete values: a
-    resumed run's own (``run.json``), else :func:`tune_gan`'s choice, whose
+    """Replace ``--precision auto``, ``--jit auto`` and ``--conv auto`` by
+    concrete values: a resumed run's own (``run.json``; a run recorded before
+    ``conv`` existed used Keras' Conv2D), else :func:`tune_gan`'s choice, whose
     measurements go to ``args.tuning`` for ``provenance.json``."""
-    args.asked = {"precision": args.precision, "jit_compile": args.jit}
+    args.asked = {"precision": args.precision, "jit_compile": args.jit,
+                  "conv": args.conv}
     args.tuning = None
     saved = Path(args.out) / "run.json"
     if args.resume and saved.is_file():
-        settings = json.loads(saved.read_text())
+        settings = {**RUN_DEFAULTS, **json.loads(saved.read_text())}
         if args.precision == AUTO:
             args.precision = settings.get("precision", "float32")
         if args.jit == AUTO:
             args.jit = settings.get("jit_compile", True)
+        if args.conv == AUTO:
+            args.conv = settings["conv"]
     if AUTO in (args.precision, args.jit):
-        args.tuning = tune_gan(args.precision, args.jit)
+        args.tuning = tune_gan(args.precision, args.jit, conv=args.conv)
         args.precision = args.tuning.chosen.precision
         args.jit = args.tuning.chosen.jit_compile
+        args.conv = conv_name(args.tuning.chosen)
+    elif args.conv == AUTO:  # as build_gan: alone, "auto" measures nothing
+        args.conv = "keras"
+
+
+RUN_DEFAULTS = {"conv": "keras"}  # run.json settings added later: their old value
 
 
 def run_training(args):
@@ -423,7 +475,8 @@ def run_training(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     check_settings(out, args, recipe, len(x_train))
-    gan = build_gan(recipe, seed=args.seed, jit_compile=args.jit, precision=None)
+    gan = build_gan(recipe, seed=args.seed, jit_compile=args.jit, precision=None,
+                    conv=args.conv)
     checkpoint = None if args.no_checkpoint else make_checkpoint(gan, out / "ckpt")
     start = resume_run(out, checkpoint, total, args.log_every) if args.resume else 0
     history = LossHistory()
@@ -456,6 +509,7 @@ def run_training(args):
         "seed": args.seed,
         "precision": args.precision,
         "jit_compile": args.jit,
+        "conv": args.conv,
         "settings_asked": getattr(args, "asked", None),  # "auto": chosen by tuning
         "tuning": None if getattr(args, "tuning", None) is None else {
             **args.tuning.to_dict(), "cached": args.tuning.cached},
@@ -531,10 +585,11 @@ def check_settings(out, args, recipe, train_images):
         "log_every": args.log_every,
         "precision": args.precision,
         "jit_compile": args.jit,
+        "conv": args.conv,
     }
     path = out / "run.json"
     if args.resume and path.is_file():
-        saved = json.loads(path.read_text())
+        saved = {**RUN_DEFAULTS, **json.loads(path.read_text())}
         changed = [k for k in settings if saved.get(k) != settings[k]]
         if changed:
             raise UsageError(

@@ -101,8 +101,54 @@ class ActivityPenalty(keras.layers.Layer):
         return x
 
 
-def build_generator(latent_dim=LATENT_DIM):
-    """Noise of shape (batch, latent_dim) to 28x28x1 images (chapter "A GAN")."""
+@keras.saving.register_keras_serializable(package="fitbook")
+class ShiftAddConv2D(layers.Conv2D):
+    """Conv2D computed as one matmul and shifted adds (chapter "Performance").
+
+    Same arguments and weights as ``Conv2D``. Each pixel's channels are
+    multiplied by the kernel once, giving ``kh*kw*filters`` values per pixel
+    (one per kernel tap); output pixel (i, j) adds, for each tap (a, b), the
+    value that tap made at pixel (i + a, j + b), read from a zero-padded copy.
+    Strides, dilation, groups or channels_first: Conv2D's own convolution.
+    """
+
+    def convolution_op(self, inputs, kernel):
+        kh, kw, cin, filters = kernel.shape
+        height, width = inputs.shape[1:3]
+        if (self.strides != (1, 1) or self.dilation_rate != (1, 1) or self.groups
+                != 1 or self.data_format != "channels_last" or height is None
+                or width is None or self.padding not in ("same", "valid")):
+            return super().convolution_op(inputs, kernel)
+        taps = keras.ops.reshape(keras.ops.transpose(kernel, (2, 0, 1, 3)),
+                                 (cin, kh * kw * filters))
+        z = keras.ops.matmul(inputs, taps)  # (batch, H, W, kh * kw * filters)
+        if self.padding == "same":  # Conv2D's zeros: an even kernel's extra at the end
+            top, left = (kh - 1) // 2, (kw - 1) // 2
+            z = keras.ops.pad(z, [(0, 0), (top, kh - 1 - top),
+                                  (left, kw - 1 - left), (0, 0)])
+        else:
+            height, width = height - kh + 1, width - kw + 1
+        z = keras.ops.reshape(z, (-1, *z.shape[1:3], kh * kw, filters))
+        per_tap = keras.ops.unstack(keras.ops.transpose(z, (3, 0, 1, 2, 4)))
+        out = None  # unstacked first: slicing z itself makes a slow gradient
+        for a in range(kh):
+            for b in range(kw):
+                part = per_tap[a * kw + b][:, a:a + height, b:b + width, :]
+                out = part if out is None else out + part
+        return out
+
+
+CONVS = {"keras": layers.Conv2D, "shift_add": ShiftAddConv2D}  # generator's last
+
+
+def build_generator(latent_dim=LATENT_DIM, conv="keras"):
+    """Noise of shape (batch, latent_dim) to 28x28x1 images (chapter "A GAN").
+
+    ``conv`` computes the last layer: ``"keras"``, or ``"shift_add"`` for the
+    same convolution as ``ShiftAddConv2D`` ("Performance").
+    """
+    if conv not in CONVS:
+        raise ValueError(f"conv must be one of {sorted(CONVS)}, got {conv!r}.")
     return keras.Sequential(
         [
             keras.Input(shape=(latent_dim,)),
@@ -113,7 +159,7 @@ def build_generator(latent_dim=LATENT_DIM):
             layers.LeakyReLU(negative_slope=0.2),
             layers.Conv2DTranspose(128, 4, strides=2, padding="same"),
             layers.LeakyReLU(negative_slope=0.2),
-            layers.Conv2D(1, 7, padding="same", activation="sigmoid"),
+            CONVS[conv](1, 7, padding="same", activation="sigmoid"),
         ],
         name="generator",
     )

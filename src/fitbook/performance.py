@@ -11,7 +11,9 @@ and what the chapter compares the results with:
   (x ``steps_per_execution``), the grid :mod:`fitbook.tuning` chooses from;
 - the float32 vs ``mixed_bfloat16`` study runs, compared within their
   seed-to-seed spread;
-- the PNG pipelines the ``tf.data`` rows read.
+- the PNG pipelines the ``tf.data`` rows read;
+- the GAN's layers one by one (:func:`gan_layer_profile`), with the
+  generator's last convolution computed both ways.
 
 The machine and its peak are in :mod:`fitbook.performance_machine`; the tables
 in :mod:`fitbook.timing`.
@@ -30,8 +32,14 @@ from fitbook.checks import positive_int
 from fitbook.data import image_dataset
 from fitbook.gan import FIXED_RECIPE, build_gan
 from fitbook.loops import Trainer, trainer_run
-from fitbook.models import classifier, compile_classifier
-from fitbook.timing import dataset_run, fit_run
+from fitbook.models import (
+    LATENT_DIM,
+    build_discriminator,
+    build_generator,
+    classifier,
+    compile_classifier,
+)
+from fitbook.timing import dataset_run, fit_run, time_runs
 from fitbook.train_step import CustomTrainStepModel
 from fitbook.tuning import PLAIN, dtype_policy, grid  # noqa: F401 (re-exported)
 
@@ -271,5 +279,95 @@ def ratio_figure(panels):
         ax.axvline(1.0, color="black", linestyle="--", linewidth=1)
         ax.set_title(title)
         ax.set_xlabel("speed over the plain configuration (x)")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- layer by layer
+
+
+def layer_run(layer, x, steps):
+    """A run of ``steps`` forward and backward passes of one layer on ``x``:
+    the gradients of sum(output^2) for its input and its weights."""
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.cast(layer(x, training=True), "float32")
+            loss = tf.reduce_sum(y * y)
+        return tape.gradient(loss, [x, *layer.trainable_weights])
+
+    def run():
+        for _ in range(steps):
+            grads = step(x)
+        return grads
+
+    return run
+
+
+def gan_layer_runs(policy, steps, batch_size=FIXED_RECIPE.batch_size):
+    """``{"G1 Dense": run, ...}``: a :func:`layer_run` for every layer of the
+    generator (on ``batch_size`` noise vectors) and of the discriminator (on
+    twice as many images, real and fake, as in its update), built under
+    ``policy``; plus the generator's last layer as ``ShiftAddConv2D`` with
+    the same weights, on the same input. Also each layer's output shape."""
+    with dtype_policy(policy):
+        g, shifted = build_generator(), build_generator(conv="shift_add")
+        d = build_discriminator()
+    shifted.set_weights(g.get_weights())
+    rng = np.random.default_rng(0)
+    inputs = {"G": rng.normal(size=(batch_size, LATENT_DIM)),
+              "D": rng.uniform(size=(2 * batch_size, 28, 28, 1))}
+    runs, shapes = {}, {}
+    for key, network in (("G", g), ("D", d)):
+        x = tf.constant(inputs[key], "float32")
+        for i, layer in enumerate(network.layers, start=1):
+            x = tf.cast(x, layer.compute_dtype)
+            name = f"{key}{i} {type(layer).__name__}"
+            runs[name] = layer_run(layer, x, steps)
+            if network is g and i == len(g.layers):
+                last = shifted.layers[-1]
+                runs[f"{key}{i} {type(last).__name__}"] = layer_run(last, x, steps)
+            x = layer(x, training=True)
+            shapes[name] = tuple(x.shape[1:])
+    return runs, shapes
+
+
+def gan_layer_profile(policies=("float32", "mixed_bfloat16"), steps=3, rounds=3):
+    """``{policy: {layer: seconds per forward+backward pass}}`` for
+    :func:`gan_layer_runs`, every layer of every policy timed in alternating
+    rounds by ``time_runs`` (the best round counts); and the output shapes."""
+    runs, shapes = {}, {}
+    for policy in policies:
+        policy_runs, shapes = gan_layer_runs(policy, steps)
+        runs.update({(policy, name): run for name, run in policy_runs.items()})
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")  # one tf.function per layer: retracing is expected
+    try:
+        measured = time_runs(runs, steps, rounds)
+    finally:
+        logger.setLevel(level)
+    profile = {policy: {} for policy in policies}
+    for (policy, name), m in measured.items():
+        profile[policy][name] = 1 / m.steps_per_second
+    return profile, shapes
+
+
+def layer_profile_figure(profile):
+    """Horizontal bars of each layer's milliseconds per forward+backward pass,
+    one panel per precision of ``profile`` (:func:`gan_layer_profile`)."""
+    fig, axes = plt.subplots(1, len(profile), figsize=(10, 4.5), sharey=True,
+                             squeeze=False)
+    for ax, (policy, seconds) in zip(axes[0], profile.items()):
+        names = list(seconds)[::-1]  # the generator's first layer on top
+        colors = ["tab:orange" if "ShiftAdd" in n else "tab:blue" for n in names]
+        ax.barh(names, [1000 * seconds[n] for n in names], color=colors)
+        ax.set_title(policy)
+        ax.set_xlabel("milliseconds per forward + backward pass")
+    axes[0, 0].set_ylabel("layer (G: generator, batch 64; D: discriminator, 128)")
+    fig.suptitle("The GAN's layers one by one; orange: the last convolution as "
+                 "matmul + shifted adds")
     fig.tight_layout()
     return fig

@@ -6,7 +6,9 @@ sum of products of inputs and weights. One MAC is two floating-point operations
 is two products of the same size: the gradient with respect to its weights and
 the gradient with respect to its input, each one forward pass worth of MACs.
 
-Only Dense, Conv2D and Conv2DTranspose are counted. Biases, activations,
+Only Dense, Conv2D and Conv2DTranspose are counted, and layers derived from them
+as the layer they compute (``ShiftAddConv2D`` as Conv2D: its nominal MACs, so
+FLOP/s stay comparable whichever way the convolution runs). Biases, activations,
 reshapes, pooling, the loss and the optimizer's update are element-wise work,
 one or a few FLOPs per value, and are left out: :func:`elementwise_share` says
 how small they are next to the counted products.
@@ -16,6 +18,7 @@ import dataclasses
 import logging
 import math
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -68,10 +71,19 @@ def conv2d_transpose_macs(input_shape, kernel_size, filters):
     return math.prod(input_shape) * math.prod(kernel_size) * filters
 
 
+def counted_kind(layer):
+    """The counted layer class ``layer`` is or derives from (its name), else
+    ``None``: a ``ShiftAddConv2D`` is a ``"Conv2D"``."""
+    for kind in COUNTED_LAYERS:
+        if isinstance(layer, getattr(keras.layers, kind)):
+            return kind
+    return None
+
+
 def layer_macs(layer):
     """Forward MACs of a built Keras layer for one sample; 0 for uncounted layers."""
-    kind = type(layer).__name__
-    if kind not in COUNTED_LAYERS:
+    kind = counted_kind(layer)
+    if kind is None:
         return 0
     if getattr(layer, "groups", 1) != 1:
         raise ValueError(f"{layer.name}: grouped convolutions are not counted.")
@@ -114,9 +126,9 @@ def network_macs(model):
             "keras.Input(shape)."
         )
     layers = tuple(
-        (layer.name, type(layer).__name__, layer_macs(layer))
+        (layer.name, counted_kind(layer), layer_macs(layer))
         for layer in model.layers
-        if type(layer).__name__ in COUNTED_LAYERS
+        if counted_kind(layer) is not None
     )
     if not layers:
         raise ValueError(f"{model.name} has no {', '.join(COUNTED_LAYERS)} layer.")

@@ -9,6 +9,8 @@ So nothing is assumed: :func:`autotune` times a few steps of every candidate
 returns the fastest one that is *sound*: its losses are finite and close to
 those of the plain configuration (float32, no XLA, one step per call), which is
 always a candidate, so the choice is never one that measured slower than it.
+An option may instead be tried on the winner only, in a second stage
+(``variants``: the GAN's shift-add convolution), one candidate more.
 
 :func:`cached_autotune` remembers the choice per machine and model in a JSON
 file (:func:`cache_path`), so that chapters do not pay for tuning twice.
@@ -47,6 +49,7 @@ class Config:
     precision: str = "float32"  # the Keras dtype policy the model is built under
     jit_compile: bool = False  # compile the step with XLA
     steps_per_execution: int = 1  # training steps per call of the compiled step
+    shift_add_conv: bool = False  # one-filter conv as matmul + shifted adds
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -58,6 +61,10 @@ class Config:
                 f"jit_compile must be True or False, got {self.jit_compile!r}."
             )
         positive_int("steps_per_execution", self.steps_per_execution)
+        if not isinstance(self.shift_add_conv, bool):
+            raise ValueError(
+                f"shift_add_conv must be True or False, got {self.shift_add_conv!r}."
+            )
 
     @property
     def name(self):
@@ -65,19 +72,22 @@ class Config:
         parts = [self.precision, "XLA" if self.jit_compile else "no XLA"]
         if self.steps_per_execution > 1:
             parts.append(f"steps_per_execution={self.steps_per_execution}")
+        if self.shift_add_conv:
+            parts.append("shift-add conv")
         return ", ".join(parts)
 
 
-PLAIN = Config()  # float32, no XLA, one step per call: the reference
+PLAIN = Config()  # float32, no XLA, one step per call, Keras' Conv2D: the reference
 
 
 def grid(precisions=("float32", "mixed_bfloat16"), jit_compile=(False, True),
-         steps_per_execution=(1,)):
+         steps_per_execution=(1,), shift_add_conv=(False,)):
     """Every combination of the options as a list of Configs, ``PLAIN`` first
     when it is among them (:func:`autotune` needs it)."""
     configs = [
-        Config(p, j, k)
+        Config(p, j, k, s)
         for p in precisions for j in jit_compile for k in steps_per_execution
+        for s in shift_add_conv
     ]
     if not configs:
         raise ValueError("grid is empty: give at least one value of each option.")
@@ -114,6 +124,9 @@ class Tuning:
     cached: bool = False  # read from the cache file, not measured now
     measurements: dict = dataclasses.field(default_factory=dict, compare=False)
     # candidate name -> its timing.Measurement (empty when read from the cache)
+    second_stage: dict = dataclasses.field(default_factory=dict)
+    # the first stage's winner and its variants -> steps/s, timed together
+    # (steps_per_second holds the variants at the first stage's pace)
 
     def ratio(self, name):
         """Candidate ``name``'s speed over the plain configuration's."""
@@ -129,18 +142,21 @@ class Tuning:
             "losses": {k: {n: float(v) for n, v in d.items()}
                        for k, d in self.losses.items()},
             "steps": self.steps,
+            "second_stage": {k: round(v, 4) for k, v in self.second_stage.items()},
         }
 
     @classmethod
     def from_dict(cls, record, cached=True):
-        """The Tuning that :meth:`to_dict` wrote."""
+        """The Tuning that :meth:`to_dict` wrote (older records lack
+        ``shift_add_conv``, i.e. Keras' Conv2D, and ``second_stage``)."""
         return cls(Config(**record["chosen"]), dict(record["steps_per_second"]),
                    dict(record["rejected"]), dict(record["losses"]),
-                   record["steps"], cached)
+                   record["steps"], cached,
+                   second_stage=dict(record.get("second_stage", {})))
 
 
 def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
-             atol=0.05, eligible=None):
+             atol=0.05, eligible=None, variants=None):
     """Time every sound candidate; return a :class:`Tuning` with the fastest.
 
     ``make_run(config)`` returns a run: a callable that performs ``steps``
@@ -152,6 +168,16 @@ def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
     sound candidates are then timed, ``rounds`` alternating rounds each, by
     :func:`fitbook.timing.time_runs`; the best round counts. The fastest
     of those, among ``eligible`` ones if given (default: all), is chosen.
+
+    ``variants`` (a Config field -> value, e.g. ``{"shift_add_conv": True}``)
+    adds a second stage: each variant of the winner (the winner with that one
+    field changed) is warmed up, tested the same way, and timed in alternating
+    rounds *with the winner*; the fastest of them is chosen. A variant's
+    ``steps_per_second`` is the winner's first-stage rate times their ratio in
+    the second stage (both stages' raw rates: ``second_stage``; ``measurements``
+    holds the first stage's). A switch tuned this way costs one more candidate,
+    not twice as many, on the assumption that the best setting of the other
+    options does not depend on it.
     """
     candidates = list(candidates)
     if not candidates or candidates[0] != PLAIN:
@@ -186,7 +212,27 @@ def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
                 for c in allowed)
         )
     chosen = max(ranked, key=lambda c: rates[c.name])
-    return Tuning(chosen, rates, rejected, losses, steps, measurements=timed)
+    tried = [dataclasses.replace(chosen, **{k: v}) for k, v in (variants or {}).items()]
+    tried = [c for c in tried if c.name not in runs]
+    if not tried:
+        return Tuning(chosen, rates, rejected, losses, steps, measurements=timed)
+    runs.update({c.name: make_run(c) for c in tried})
+    for config in tried:  # warm-up and test, as in the first stage
+        losses[config.name] = finish(runs[config.name]())
+        if (reason := soundness(losses[config.name], reference, rtol, atol)):
+            rejected[config.name] = reason
+    stage = [chosen] + [c for c in tried if c.name not in rejected]
+    if len(stage) == 1:
+        return Tuning(chosen, rates, rejected, losses, steps, measurements=timed)
+    again = time_runs({c.name: runs[c.name] for c in stage}, steps, rounds,
+                      warmup=0, batch_size=batch_size)
+    second = {name: m.steps_per_second for name, m in again.items()}
+    pace = rates[chosen.name] / second[chosen.name]  # the first stage's pace
+    for config in stage[1:]:  # at that pace, so ratios to PLAIN stay comparable
+        rates[config.name] = second[config.name] * pace
+    chosen = max(stage, key=lambda c: second[c.name])
+    return Tuning(chosen, rates, rejected, losses, steps, measurements=timed,
+                  second_stage=second)
 
 
 def restrict(candidates, precision=AUTO, jit_compile=AUTO):
@@ -195,8 +241,10 @@ def restrict(candidates, precision=AUTO, jit_compile=AUTO):
     XLA choice for a ``precision`` not among ``candidates``; and the same list
     with ``PLAIN`` first, the reference even where it is not eligible."""
     options = {c.jit_compile for c in candidates} | {False}
+    shift_add = {c.shift_add_conv for c in candidates}
     extra = [] if precision in (AUTO, *(c.precision for c in candidates)) else [
-        Config(precision, j) for j in sorted(options)]
+        Config(precision, j, shift_add_conv=s)
+        for j in sorted(options) for s in sorted(shift_add)]
     eligible = [c for c in [*candidates, *extra]
                 if precision in (AUTO, c.precision)
                 and jit_compile in (AUTO, c.jit_compile)]
@@ -241,12 +289,13 @@ def cache_path(environ=os.environ):
     return Path.home() / ".cache" / "fitbook" / "tuning.json"
 
 
-def cache_key(model, candidates, steps, eligible=None):
+def cache_key(model, candidates, steps, eligible=None, variants=None):
     """The cache entry of one model (a name you choose) tuned over
-    ``candidates`` on this machine."""
+    ``candidates`` (and ``variants`` of the winner) on this machine."""
     text = "|".join([model, machine_key(), str(steps)]
                     + [c.name for c in candidates]
-                    + ["eligible"] + [c.name for c in eligible or ()])
+                    + ["eligible"] + [c.name for c in eligible or ()]
+                    + [f"{k}={v}" for k, v in sorted((variants or {}).items())])
     return f"{model}:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
@@ -262,7 +311,8 @@ def cached_autotune(model, make_run, candidates, steps, path=AUTO, **options):
     result read back has ``cached=True``. Delete the file to measure again.
     """
     candidates = list(candidates)
-    key = cache_key(model, candidates, steps, options.get("eligible"))
+    key = cache_key(model, candidates, steps, options.get("eligible"),
+                    options.get("variants"))
     path = cache_path() if path == AUTO else (Path(path) if path else None)
     memory_key = (key, str(path))
     if memory_key in _MEMORY:

@@ -94,6 +94,10 @@ def parse_args(argv):
                    help="the Keras dtype policy the networks are built under; "
                    "auto (default): the fastest sound one measured here, or the "
                    "resumed run's")
+    t.add_argument("--conv", choices=("auto", "keras", "shift_add"), default="auto",
+                   help="how the generator's last convolution computes; auto "
+                   "(default): measured along with --precision/--jit auto, the "
+                   "resumed run's, else keras")
     args = parser.parse_args(argv)
     args.argv = argv
     try:

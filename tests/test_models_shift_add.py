@@ -1,0 +1,99 @@
+"""fitbook.models.ShiftAddConv2D: Conv2D computed as one matmul and shifted adds
+gives Conv2D's outputs and gradients, saves and reloads, and builds the same
+generator."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fitbook import models as M
+from fitbook.models import ShiftAddConv2D
+from fitbook.tuning import dtype_policy
+
+# Largest |difference| over the largest |value| allowed: float32 only rounds
+# differently (sums in another order); bfloat16 keeps 8 significant bits.
+TOLERANCE = {"float32": 1e-5, "mixed_bfloat16": 2e-2}
+
+
+def twins(policy, filters, kernel, padding, shape=(2, 9, 8, 5), **options):
+    """A Conv2D and a ShiftAddConv2D with the same random weights, built. A
+    sigmoid, as in the generator, keeps every output positive, so that the
+    bias gradient (a sum over all outputs) has no cancellation that would
+    magnify bfloat16's rounding."""
+    with dtype_policy(policy):
+        keras_conv, shifted = (
+            kind(filters, kernel, padding=padding, activation="sigmoid", **options)
+            for kind in (keras.layers.Conv2D, ShiftAddConv2D))
+    for layer in (keras_conv, shifted):
+        layer.build(shape)
+    rng = np.random.default_rng(1)
+    weights = [0.3 * rng.normal(size=w.shape) for w in keras_conv.get_weights()]
+    for layer in (keras_conv, shifted):
+        layer.set_weights(weights)
+    return keras_conv, shifted
+
+
+def outputs_and_gradients(layer, x):
+    """The layer's output, the gradient of sum(output^2) for its input, kernel
+    and bias, all as float32 arrays."""
+    x = tf.cast(x, layer.compute_dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(tf.cast(y, "float32") ** 2)
+    values = [y, *tape.gradient(loss, [x, *layer.trainable_weights])]
+    return [np.asarray(tf.cast(v, "float32")) for v in values]
+
+
+def assert_same(expected, got, tolerance):
+    for name, e, g in zip(("output", "d input", "d kernel", "d bias"),
+                          expected, got):
+        assert e.shape == g.shape, name
+        error = np.abs(e - g).max() / np.abs(e).max()
+        assert error <= tolerance, f"{name}: relative error {error:.2g}"
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("filters, kernel", [(1, 7), (3, 4), (2, (2, 3))])
+def test_outputs_and_gradients_equal_conv2d(policy, padding, filters, kernel):
+    keras_conv, shifted = twins(policy, filters, kernel, padding)
+    x = np.random.default_rng(0).normal(size=(2, 9, 8, 5)).astype("float32")
+    assert_same(outputs_and_gradients(keras_conv, x),
+                outputs_and_gradients(shifted, x), TOLERANCE[policy])
+
+
+@pytest.mark.parametrize("options", [dict(strides=2), dict(dilation_rate=2),
+                                     dict(groups=5, filters=5)])
+def test_falls_back_to_conv2d_where_the_trick_does_not_apply(options):
+    filters = options.pop("filters", 2)
+    keras_conv, shifted = twins("float32", filters, 3, "same", **options)
+    x = np.random.default_rng(0).normal(size=(2, 9, 8, 5)).astype("float32")
+    expected = outputs_and_gradients(keras_conv, x)
+    got = outputs_and_gradients(shifted, x)
+    for e, g in zip(expected, got):
+        np.testing.assert_array_equal(e, g)  # the very same op
+
+
+def test_save_and_reload(tmp_path):
+    model = keras.Sequential([keras.Input((6, 6, 3)),
+                              ShiftAddConv2D(1, 3, padding="same")])
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert isinstance(loaded.layers[0], ShiftAddConv2D)
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+
+
+def test_generator_with_it_has_the_same_weights_and_outputs():
+    standard, shifted = M.build_generator(), M.build_generator(conv="shift_add")
+    assert isinstance(shifted.layers[-1], ShiftAddConv2D)
+    assert type(standard.layers[-1]) is keras.layers.Conv2D
+    assert shifted.count_params() == standard.count_params()
+    shifted.set_weights(standard.get_weights())
+    z = np.random.default_rng(0).normal(size=(3, M.LATENT_DIM)).astype("float32")
+    np.testing.assert_allclose(np.asarray(shifted(z)), np.asarray(standard(z)),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="conv must be one of"):
+        M.build_generator(conv="fast")
