@@ -385,7 +385,8 @@ def test_one_step_under_every_policy_trains_and_matches_the_loop(policy):
     # The from-scratch loop's step (without XLA, which takes longer to compile
     # than this step; test_gan_loop.py checks the XLA one) takes the same step.
     optimizers = [G.with_loss_scaling(opt) for opt in sgds()]
-    trainer = GanTrainer(*tiny_networks(), *optimizers, LOSS, G.SEED_RECIPE, seed=3)
+    trainer = GanTrainer(*tiny_networks(), *optimizers, LOSS, G.SEED_RECIPE, seed=3,
+                         jit_compile=False)
     tf.function(trainer.step)(x)
     for a, b in ((gan.generator, trainer.generator),
                  (gan.discriminator, trainer.discriminator)):
@@ -397,7 +398,7 @@ def test_unscaled_optimizer_under_float16_is_a_clear_error():
     from fitbook.gan_loop import GanTrainer
 
     with dtype_policy("mixed_float16"):
-        trainer = GanTrainer(*tiny_networks(), *adams(), LOSS)
+        trainer = GanTrainer(*tiny_networks(), *adams(), LOSS, jit_compile=False)
         with pytest.raises(ValueError, match="float16.*LossScaleOptimizer"):
             trainer.step(images(4))
 

@@ -18,12 +18,14 @@ def images(n, seed=0):
 
 
 def trainer_like(gan, seed):
-    """A ``GanTrainer`` with fresh networks holding ``gan``'s current weights."""
+    """A ``GanTrainer`` with fresh networks holding ``gan``'s current weights,
+    compiled with XLA or not as ``gan`` is."""
     g, d = M.build_generator(), M.build_discriminator()
     g.set_weights(gan.generator.get_weights())
     d.set_weights(gan.discriminator.get_weights())
     loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
-    return GanTrainer(g, d, *G.make_optimizers(gan.recipe), loss_fn, gan.recipe, seed)
+    return GanTrainer(g, d, *G.make_optimizers(gan.recipe), loss_fn, gan.recipe, seed,
+                      jit_compile=gan.jit_compile)
 
 
 def test_one_step_matches_fit_train_step():

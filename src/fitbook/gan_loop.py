@@ -12,7 +12,14 @@ import tensorflow as tf
 
 from fitbook.batches import unpack_x
 from fitbook.checks import positive_int
-from fitbook.gan import SEED_RECIPE, gan_train_step, make_checkpoint
+from fitbook.gan import (
+    SEED_RECIPE,
+    conv_of,
+    gan_train_step,
+    make_checkpoint,
+    tuned_settings,
+)
+from fitbook.tuning import AUTO
 
 
 class GanTrainer:
@@ -27,7 +34,7 @@ class GanTrainer:
         loss_fn,
         recipe=SEED_RECIPE,
         seed=0,
-        jit_compile=True,
+        jit_compile=AUTO,
     ):
         self.generator, self.discriminator = generator, discriminator
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
@@ -35,7 +42,10 @@ class GanTrainer:
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")  # as in GAN
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
-        # XLA as in fit(); jit_compile=False skips compiling for tiny test runs.
+        # XLA if it measured faster for these networks, as GAN.compile decides.
+        if jit_compile == AUTO:
+            policy = generator.dtype_policy.name
+            jit_compile = tuned_settings(policy, AUTO, conv_of(generator))[1]
         self.train_step = tf.function(self.step, jit_compile=jit_compile)
 
     def step(self, x):
