@@ -113,6 +113,8 @@ class ShiftAddConv2D(layers.Conv2D):
     """
 
     def convolution_op(self, inputs, kernel):
+        """The convolution of ``inputs`` with ``kernel``, without bias or
+        activation (``Conv2D.call`` adds those)."""
         kh, kw, cin, filters = kernel.shape
         height, width = inputs.shape[1:3]
         if (self.strides != (1, 1) or self.dilation_rate != (1, 1) or self.groups
