@@ -37,13 +37,11 @@ from fitbook.models import (
 from fitbook.quality import make_scorer
 from fitbook.reproducibility import set_seed
 from fitbook.runs import final_scores, read_run, truncate_run
-from fitbook.tf_noise import captured_stderr_fd, replay
 from fitbook.tuning import (
     AUTO,
-    cached_autotune,
     dtype_policy,
     grid,
-    random_state_kept,
+    quiet_autotune,
     restrict,
 )
 
@@ -310,7 +308,7 @@ def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
     second stage: the fastest of those is timed against itself with the
     shift-add convolution (``ShiftAddConv2D``), one candidate more, not twice
     as many. Every candidate starts from the same weights; the random state
-    of the caller is kept. Cached per machine (``tuning.cached_autotune``).
+    of the caller is kept. Cached per machine (``tuning.quiet_autotune``).
     """
     check_conv(conv, AUTO)
     candidates, eligible = restrict(
@@ -337,19 +335,10 @@ def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
 
         return run
 
-    lines, logger = [], tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")  # one new model per candidate: retracing is expected
-    try:
-        with random_state_kept(), captured_stderr_fd() as lines:
-            tuning = cached_autotune(
-                f"gan, batch {recipe.batch_size}", make_run, candidates, steps,
-                path=path, rounds=rounds, batch_size=recipe.batch_size,
-                eligible=eligible, variants=variants)
-    finally:
-        logger.setLevel(level)
-        replay(lines)  # all but TensorFlow's known harmless notices
-    return tuning
+    return quiet_autotune(
+        f"gan, batch {recipe.batch_size}", make_run, candidates, steps,
+        path=path, rounds=rounds, batch_size=recipe.batch_size,
+        eligible=eligible, variants=variants)
 
 
 def tuned_settings(precision, jit_compile, conv=AUTO):

@@ -33,6 +33,7 @@ from keras.src.backend.common import global_state  # Keras' global random state
 from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
 
 from fitbook.checks import positive_int
+from fitbook.tf_noise import captured_stderr_fd, replay
 from fitbook.timing import finish, time_runs
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policies
@@ -337,6 +338,22 @@ def cached_autotune(model, make_run, candidates, steps, path=AUTO, **options):
             temporary.write_text(json.dumps(records, indent=2) + "\n")
             temporary.replace(path)
     return tuning
+
+
+def quiet_autotune(model, make_run, candidates, steps, **options):
+    """:func:`cached_autotune` for runs that build a new model per candidate:
+    the caller's random state is kept (:func:`random_state_kept`), TensorFlow's
+    retracing warnings are silenced, and its known harmless stderr notices are
+    dropped (every other stderr line is printed after the tuning)."""
+    lines, logger = [], tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")  # one new model per candidate: retracing is expected
+    try:
+        with random_state_kept(), captured_stderr_fd() as lines:
+            return cached_autotune(model, make_run, candidates, steps, **options)
+    finally:
+        logger.setLevel(level)
+        replay(lines)  # all but TensorFlow's known harmless notices
 
 
 # ------------------------------------------------------------ global state

@@ -30,14 +30,12 @@ from fitbook.data import image_dataset, load_fashion_mnist
 from fitbook.gan import ready_optimizer, with_loss_scaling
 from fitbook.models import build_generator, discriminator_trunk
 from fitbook.plots import smooth
-from fitbook.tf_noise import captured_stderr_fd, replay
 from fitbook.tuning import (
     AUTO,
     PRECISIONS,
-    cached_autotune,
     dtype_policy,
     grid,
-    random_state_kept,
+    quiet_autotune,
     restrict,
 )
 
@@ -324,7 +322,7 @@ def tune_wgan_gp(precision="float32", jit_compile=AUTO, critic_steps=5,
     The float32 step without XLA is always measured, as the reference for
     soundness and speed. Every candidate starts from the same weights, and the
     random state of the caller is kept. Cached per machine
-    (``tuning.cached_autotune``). A few steps only: each is about a second.
+    (``tuning.quiet_autotune``). A few steps only: each is about a second.
     """
     precision = check_precision(precision)
     jit_compile = check_jit_compile(jit_compile)
@@ -354,19 +352,10 @@ def tune_wgan_gp(precision="float32", jit_compile=AUTO, critic_steps=5,
 
         return run
 
-    lines, logger = [], tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")  # one new model per candidate: retracing is expected
-    try:
-        with random_state_kept(), captured_stderr_fd() as lines:
-            tuning = cached_autotune(
-                f"wgan_gp, critic_steps {critic_steps}, batch {CRITIC_BATCH}",
-                make_run, candidates, steps, path=path, rounds=rounds,
-                batch_size=batch, eligible=eligible)
-    finally:
-        logger.setLevel(level)
-        replay(lines)  # all but TensorFlow's known harmless notices
-    return tuning
+    return quiet_autotune(
+        f"wgan_gp, critic_steps {critic_steps}, batch {CRITIC_BATCH}",
+        make_run, candidates, steps, path=path, rounds=rounds,
+        batch_size=batch, eligible=eligible)
 
 
 def tuned_wgan_gp_settings(precision, jit_compile, critic_steps=5):
