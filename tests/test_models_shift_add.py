@@ -11,9 +11,12 @@ from fitbook import models as M
 from fitbook.models import ShiftAddConv2D
 from fitbook.tuning import dtype_policy
 
-# Largest |difference| over the largest |value| allowed: float32 only rounds
-# differently (sums in another order); bfloat16 keeps 8 significant bits.
-TOLERANCE = {"float32": 1e-5, "mixed_bfloat16": 2e-2}
+# Largest |difference| from float32's Conv2D over its largest |value|: float32
+# only sums in another order; bfloat16 keeps 8 significant bits of every input,
+# weight and product, and the bias gradient sums over all outputs. Compared with
+# float32, not with Keras' own bfloat16 Conv2D, whose rounding depends on the
+# kernels (oneDNN's or TensorFlow's other ones: TF_ENABLE_ONEDNN_OPTS=0).
+TOLERANCE = {"float32": 1e-5, "mixed_bfloat16": 5e-2}
 
 
 def twins(policy, filters, kernel, padding, shape=(2, 9, 8, 5), **options):
@@ -58,7 +61,8 @@ def assert_same(expected, got, tolerance):
 @pytest.mark.parametrize("padding", ["same", "valid"])
 @pytest.mark.parametrize("filters, kernel", [(1, 7), (3, 4), (2, (2, 3))])
 def test_outputs_and_gradients_equal_conv2d(policy, padding, filters, kernel):
-    keras_conv, shifted = twins(policy, filters, kernel, padding)
+    keras_conv, _ = twins("float32", filters, kernel, padding)  # the exact sums
+    _, shifted = twins(policy, filters, kernel, padding)
     x = np.random.default_rng(0).normal(size=(2, 9, 8, 5)).astype("float32")
     assert_same(outputs_and_gradients(keras_conv, x),
                 outputs_and_gradients(shifted, x), TOLERANCE[policy])
