@@ -14,9 +14,10 @@ A traced training step can run slow for as long as that trace lives: on a
 0.64x its usual speed (the reference: 1.96 instead of about 3.0 steps/s), its
 convolution kernels each taking about 1.8x as long. Tracing the same model
 again draws anew; the slow draws persisted with grappler off, with the
-remapper off, with oneDNN off, with one inter-op thread and with TensorFlow's
-BFC allocator. So each model is timed over ``--traces`` traces (its train
-function rebuilt between them), and a seed's speed is its median trace.
+remapper off, with oneDNN off, with one inter-op thread, with the
+single-threaded executor and with TensorFlow's BFC allocator. So each model
+is timed over ``--traces`` traces (its train function rebuilt between them),
+and a seed's speed is its median trace.
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/autotune_gan.py
 """
@@ -26,6 +27,7 @@ import statistics
 import tensorflow as tf
 
 from _common import parser
+from fitbook.checks import positive_int
 from fitbook.data import load_fashion_mnist
 from fitbook.gan import FIXED_RECIPE, build_gan, conv_name, tune_gan
 from fitbook.performance_flops import gan_step_flops
@@ -42,6 +44,7 @@ def main():
     options.add_argument("--traces", type=int, default=3,
                          help="train functions traced and timed per model and seed")
     args = options.parse_args()
+    positive_int("--traces", args.traces)
     set_seed(0)
     machine = describe_machine()
     print(f"CPU: {machine['model']}; {machine['cpus']} CPUs; {machine['vector']}; "
@@ -80,13 +83,13 @@ def main():
                                  batch_size=batch)
             for name, m in measured.items():
                 per_trace[name].append(m.steps_per_second)
+        median = {name: statistics.median(v) for name, v in per_trace.items()}
         for name, values in per_trace.items():
-            rates.setdefault(name, []).append(statistics.median(values))
+            rates.setdefault(name, []).append(median[name])
             print(f"seed {seed}: {name:<14} traces "
                   f"{', '.join(f'{v:.2f}' for v in values)} steps/s (each the best "
-                  f"of {args.rounds} rounds); median {statistics.median(values):.2f}")
-        ratios.append(statistics.median(per_trace["autotuned GAN"])
-                      / statistics.median(per_trace["reference GAN"]))
+                  f"of {args.rounds} rounds); median {median[name]:.2f}")
+        ratios.append(median["autotuned GAN"] / median["reference GAN"])
     ratio = statistics.median(ratios)
     print(f"ratios per seed: {', '.join(f'{r:.2f}x' for r in ratios)}")
     target = 2.0 if machine["bf16_hardware"] else 1.0
