@@ -8,6 +8,7 @@ stays in that chapter's module.
 """
 
 import keras
+import numpy as np
 from keras import layers
 
 from fitbook.checks import non_negative_number
@@ -109,35 +110,40 @@ class ShiftAddConv2D(layers.Conv2D):
     multiplied by the kernel once, giving ``kh*kw*filters`` values per pixel
     (one per kernel tap); output pixel (i, j) adds, for each tap (a, b), the
     value that tap made at pixel (i + a, j + b), read from a zero-padded copy.
-    Strides, dilation, groups or channels_first: Conv2D's own convolution.
+    A depthwise convolution with one-hot kernels does the reading (each tap's
+    values moved by its offset, with ``Conv2D``'s own padding); a sum over the
+    taps the adding. Strides, dilation, groups or channels_first: Conv2D's own.
     """
 
     def convolution_op(self, inputs, kernel):
         """The convolution of ``inputs`` with ``kernel``, without bias or
         activation (``Conv2D.call`` adds those)."""
         kh, kw, cin, filters = kernel.shape
-        height, width = inputs.shape[1:3]
         if (self.strides != (1, 1) or self.dilation_rate != (1, 1) or self.groups
-                != 1 or self.data_format != "channels_last" or height is None
-                or width is None or self.padding not in ("same", "valid")):
+                != 1 or self.data_format != "channels_last" or None in inputs.shape[1:3]
+                or self.padding not in ("same", "valid")):
             return super().convolution_op(inputs, kernel)
         taps = keras.ops.reshape(keras.ops.transpose(kernel, (2, 0, 1, 3)),
                                  (cin, kh * kw * filters))
         z = keras.ops.matmul(inputs, taps)  # (batch, H, W, kh * kw * filters)
-        if self.padding == "same":  # Conv2D's zeros: an even kernel's extra at the end
-            top, left = (kh - 1) // 2, (kw - 1) // 2
-            z = keras.ops.pad(z, [(0, 0), (top, kh - 1 - top),
-                                  (left, kw - 1 - left), (0, 0)])
-        else:
-            height, width = height - kh + 1, width - kw + 1
-        z = keras.ops.reshape(z, (-1, *z.shape[1:3], kh * kw, filters))
-        per_tap = keras.ops.unstack(keras.ops.transpose(z, (3, 0, 1, 2, 4)))
-        out = None  # unstacked first: slicing z itself makes a slow gradient
-        for a in range(kh):
-            for b in range(kw):
-                part = per_tap[a * kw + b][:, a:a + height, b:b + width, :]
-                out = part if out is None else out + part
-        return out
+        moved = keras.ops.depthwise_conv(
+            z, keras.ops.cast(shift_kernel(kh, kw, filters), z.dtype),
+            padding=self.padding)  # channel (tap, filter): that tap's values, moved
+        height, width = moved.shape[1:3]
+        per_tap = keras.ops.reshape(moved, (-1, height, width, kh * kw, filters))
+        return keras.ops.sum(per_tap, axis=3)
+
+
+def shift_kernel(kh, kw, filters):
+    """The depthwise kernel (kh, kw, kh*kw*filters, 1) of ``ShiftAddConv2D``:
+    channel (tap (a, b), filter f) is 1 at (a, b), 0 elsewhere, so a depthwise
+    convolution moves each tap's values by its offset."""
+    kernel = np.zeros((kh, kw, kh * kw * filters, 1), "float32")
+    for a in range(kh):
+        for b in range(kw):
+            first = (a * kw + b) * filters
+            kernel[a, b, first:first + filters, 0] = 1.0
+    return kernel
 
 
 CONVS = {"keras": layers.Conv2D, "shift_add": ShiftAddConv2D}  # generator's last
