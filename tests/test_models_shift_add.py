@@ -101,3 +101,21 @@ def test_generator_with_it_has_the_same_weights_and_outputs():
                                atol=1e-6)
     with pytest.raises(ValueError, match="conv must be one of"):
         M.build_generator(conv="fast")
+
+
+def test_shift_kernel_moves_each_channel_by_its_tap():
+    """Channel (tap (a, b), filter f) of the one-hot kernel, applied depthwise
+    with "valid" padding, reads pixel (i + a, j + b): one 1 per channel."""
+    kh, kw, filters = 2, 3, 2
+    kernel = M.shift_kernel(kh, kw, filters)
+    assert kernel.shape == (kh, kw, kh * kw * filters, 1)
+    assert (kernel.sum(axis=(0, 1, 3)) == 1).all()
+    x = np.random.default_rng(0).normal(size=(1, 5, 6, kh * kw * filters))
+    moved = np.asarray(keras.ops.depthwise_conv(x.astype("float32"), kernel))
+    for a in range(kh):
+        for b in range(kw):
+            for f in range(filters):
+                channel = (a * kw + b) * filters + f
+                np.testing.assert_allclose(
+                    moved[0, :, :, channel],
+                    x[0, a:a + 5 - kh + 1, b:b + 6 - kw + 1, channel], rtol=1e-6)
