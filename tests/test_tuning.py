@@ -141,6 +141,7 @@ def test_second_stage_tries_the_winners_variant_against_it(clock):
     record = result.to_dict()
     again = T.Tuning.from_dict(json.loads(json.dumps(record)))
     assert again.chosen == shifted and again.second_stage == result.second_stage
+    assert again.measurements == result.measurements  # rounds and all
     seconds[shifted.name] = 0.6  # slower than the winner: the winner stays
     slower = T.autotune(fake_maker(clock, seconds, {}), T.grid(), steps=4,
                         variants={"shift_add_conv": True})
@@ -151,7 +152,38 @@ def test_second_stage_tries_the_winners_variant_against_it(clock):
     assert unsound.chosen == BF16 and shifted.name in unsound.rejected
     assert unsound.second_stage == {}
     del record["second_stage"], record["chosen"]["shift_add_conv"]  # older record
+    del record["measurements"]
     assert T.Tuning.from_dict(record).chosen == BF16  # Keras' Conv2D
+
+
+def test_second_stage_pools_several_traces_per_contender(clock):
+    """A variant whose first model draws a slow trace still wins when a later
+    model of it is fast: the best round over its traces counts."""
+    shifted = Config("mixed_bfloat16", shift_add_conv=True)
+    seconds = {PLAIN.name: 1.0, BF16.name: 0.5, XLA.name: 0.8, BF16_XLA.name: 0.9}
+    made = []
+
+    def make_run(config):
+        made.append(config.name)
+        slow = config == shifted and made.count(config.name) == 1
+        cost = 0.8 if slow else seconds.get(config.name, 0.25)
+
+        def run():
+            clock.t += cost
+            return {"loss": 1.0}
+
+        return run
+
+    variants = {"shift_add_conv": True}
+    once = T.autotune(make_run, T.grid(), steps=4, variants=variants)
+    assert once.chosen == BF16  # one draw: the slow trace decides
+    made.clear()
+    pooled = T.autotune(make_run, T.grid(), steps=4, variants=variants, traces=3)
+    assert pooled.chosen == shifted
+    assert made.count(shifted.name) == 3 and made.count(BF16.name) == 3
+    assert pooled.second_stage == pytest.approx({BF16.name: 8.0, shifted.name: 16.0})
+    with pytest.raises(ValueError, match="traces"):
+        T.autotune(make_run, T.grid(), steps=4, traces=0)
 
 
 def test_cache_file_and_memory(clock, tmp_path, monkeypatch):
@@ -171,6 +203,7 @@ def test_cache_file_and_memory(clock, tmp_path, monkeypatch):
     again = T.cached_autotune("toy", maker, grid, 2, path=path)  # the file
     assert again.cached and again.chosen == BF16 and len(calls) == n
     assert again.steps_per_second == pytest.approx(first.steps_per_second, 1e-3)
+    assert again.measurements == first.measurements  # the rounds themselves
     other = T.cached_autotune("toy", maker, T.grid(), 2, path=path)  # new key
     assert not other.cached and len(json.loads(path.read_text())) == 2
     monkeypatch.setattr(T, "_MEMORY", {})

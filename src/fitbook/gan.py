@@ -295,6 +295,7 @@ def build_gan(recipe=SEED_RECIPE, seed=0, jit_compile=AUTO, precision=AUTO,
 
 
 TUNING_STEPS = 4  # GAN steps per timed round when tuning
+TUNING_TRACES = 3  # models (traces of the step) per contender of the second stage
 
 
 def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
@@ -307,8 +308,9 @@ def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
     With ``conv="auto"``, the generator's last convolution is chosen in a
     second stage: the fastest of those is timed against itself with the
     shift-add convolution (``ShiftAddConv2D``), one candidate more, not twice
-    as many. Every candidate starts from the same weights; the random state
-    of the caller is kept. Cached per machine (``tuning.quiet_autotune``).
+    as many, each over ``TUNING_TRACES`` fresh models. Every candidate starts
+    from the same weights; the random state of the caller is kept. Cached per
+    machine (``tuning.quiet_autotune``).
     """
     check_conv(conv, AUTO)
     candidates, eligible = restrict(
@@ -338,7 +340,7 @@ def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
     return quiet_autotune(
         f"gan, batch {recipe.batch_size}", make_run, candidates, steps,
         path=path, rounds=rounds, batch_size=recipe.batch_size,
-        eligible=eligible, variants=variants)
+        eligible=eligible, variants=variants, traces=TUNING_TRACES)
 
 
 def tuned_settings(precision, jit_compile, conv=AUTO):

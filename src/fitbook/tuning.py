@@ -34,7 +34,7 @@ from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
 
 from fitbook.checks import positive_int
 from fitbook.tf_noise import captured_stderr_fd, replay
-from fitbook.timing import finish, time_runs
+from fitbook.timing import Measurement, finish, time_runs
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policies
 
@@ -124,7 +124,7 @@ class Tuning:
     steps: int  # timed steps per round
     cached: bool = False  # read from the cache file, not measured now
     measurements: dict = dataclasses.field(default_factory=dict, compare=False)
-    # candidate name -> its timing.Measurement (empty when read from the cache)
+    # candidate name -> its timing.Measurement of the first stage's rounds
     second_stage: dict = dataclasses.field(default_factory=dict)
     # the first stage's winner and its variants -> steps/s, timed together
     # (steps_per_second holds the variants at the first stage's pace)
@@ -144,20 +144,27 @@ class Tuning:
                        for k, d in self.losses.items()},
             "steps": self.steps,
             "second_stage": {k: round(v, 4) for k, v in self.second_stage.items()},
+            "measurements": {k: {"steps": m.steps, "seconds": list(m.seconds),
+                                 "batch_size": m.batch_size}
+                             for k, m in self.measurements.items()},
         }
 
     @classmethod
     def from_dict(cls, record, cached=True):
         """The Tuning that :meth:`to_dict` wrote (older records lack
-        ``shift_add_conv``, i.e. Keras' Conv2D, and ``second_stage``)."""
+        ``shift_add_conv``, i.e. Keras' Conv2D, ``second_stage`` and
+        ``measurements``)."""
+        measurements = {
+            name: Measurement(name, m["steps"], tuple(m["seconds"]), m["batch_size"])
+            for name, m in record.get("measurements", {}).items()}
         return cls(Config(**record["chosen"]), dict(record["steps_per_second"]),
                    dict(record["rejected"]), dict(record["losses"]),
-                   record["steps"], cached,
+                   record["steps"], cached, measurements=measurements,
                    second_stage=dict(record.get("second_stage", {})))
 
 
 def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
-             atol=0.05, eligible=None, variants=None):
+             atol=0.05, eligible=None, variants=None, traces=1):
     """Time every sound candidate; return a :class:`Tuning` with the fastest.
 
     ``make_run(config)`` returns a run: a callable that performs ``steps``
@@ -178,7 +185,11 @@ def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
     the second stage (both stages' raw rates: ``second_stage``; ``measurements``
     holds the first stage's). A switch tuned this way costs one more candidate,
     not twice as many, on the assumption that the best setting of the other
-    options does not depend on it.
+    options does not depend on it. The second stage is the close contest, and
+    a traced step can run slow for as long as its trace lives (chapter
+    "Performance"), so there each contender is timed over ``traces`` runs from
+    ``make_run`` (fresh models: fresh traces of their step), taking turns, and
+    the best round over all of them counts.
     """
     candidates = list(candidates)
     if not candidates or candidates[0] != PLAIN:
@@ -189,6 +200,7 @@ def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
     if len(set(candidates)) != len(candidates):
         raise ValueError("candidates hold the same Config twice.")
     positive_int("steps", steps)
+    positive_int("traces", traces)
     runs = {config.name: make_run(config) for config in candidates}
     losses = {name: finish(run()) for name, run in runs.items()}  # warm-up
     reference = losses[PLAIN.name]
@@ -225,9 +237,15 @@ def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
     stage = [chosen] + [c for c in tried if c.name not in rejected]
     if len(stage) == 1:
         return Tuning(chosen, rates, rejected, losses, steps, measurements=timed)
-    again = time_runs({c.name: runs[c.name] for c in stage}, steps, rounds,
-                      warmup=0, batch_size=batch_size)
-    second = {name: m.steps_per_second for name, m in again.items()}
+    contest = {(c.name, 0): runs[c.name] for c in stage}
+    for trace in range(1, traces):  # more draws: each a new model, warmed up
+        contest.update({(c.name, trace): make_run(c) for c in stage})
+    for key, run in contest.items():
+        if key[1]:
+            finish(run())
+    again = time_runs(contest, steps, rounds, warmup=0, batch_size=batch_size)
+    second = {c.name: max(m.steps_per_second for (name, _), m in again.items()
+                          if name == c.name) for c in stage}
     pace = rates[chosen.name] / second[chosen.name]  # the first stage's pace
     for config in stage[1:]:  # at that pace, so ratios to PLAIN stay comparable
         rates[config.name] = second[config.name] * pace
@@ -290,10 +308,13 @@ def cache_path(environ=os.environ):
     return Path.home() / ".cache" / "fitbook" / "tuning.json"
 
 
+RECORD_FORMAT = "record 2"  # in every cache key: older records are measured again
+
+
 def cache_key(model, candidates, steps, eligible=None, variants=None):
     """The cache entry of one model (a name you choose) tuned over
     ``candidates`` (and ``variants`` of the winner) on this machine."""
-    text = "|".join([model, machine_key(), str(steps)]
+    text = "|".join([model, machine_key(), str(steps), RECORD_FORMAT]
                     + [c.name for c in candidates]
                     + ["eligible"] + [c.name for c in eligible or ()]
                     + [f"{k}={v}" for k, v in sorted((variants or {}).items())])

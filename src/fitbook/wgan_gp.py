@@ -322,7 +322,8 @@ def tune_wgan_gp(precision="float32", jit_compile=AUTO, critic_steps=5,
     The float32 step without XLA is always measured, as the reference for
     soundness and speed. Every candidate starts from the same weights, and the
     random state of the caller is kept. Cached per machine
-    (``tuning.quiet_autotune``). A few steps only: each is about a second.
+    (``tuning.quiet_autotune``). A few steps only: each makes ``critic_steps``
+    critic updates and a generator update.
     """
     precision = check_precision(precision)
     jit_compile = check_jit_compile(jit_compile)
