@@ -1,5 +1,6 @@
 """`python -m fitbook.tools.gan_study`: one train_gan run per recipe x precision x
-seed, finished runs skipped, started ones resumed; read back by runs.read_runs."""
+conv x seed, finished runs skipped, started ones resumed; read back by
+runs.read_runs."""
 
 import json
 import sys
@@ -12,6 +13,22 @@ from fitbook.tools import gan_study
 
 def test_run_name():
     assert gan_study.run_name("fixed", "float32", 2) == "fixed-float32-seed2"
+    assert gan_study.run_name("fixed", "mixed_bfloat16", 0, "shift_add") == (
+        "fixed-mixed_bfloat16+shift_add-seed0")
+
+
+def test_convs_name_the_runs_and_reach_train_gan(tmp_path, monkeypatch):
+    commands = []
+    monkeypatch.setattr(gan_study.subprocess, "run",
+                        lambda command, check: commands.append(command))
+    gan_study.main(["--out", str(tmp_path), "--recipes", "fixed", "--seeds", "0",
+                    "--convs", "keras", "shift_add"])
+    names = [c[c.index("--out") + 1].rsplit("/", 1)[1] for c in commands]
+    assert names == ["fixed-mixed_bfloat16-seed0",
+                     "fixed-mixed_bfloat16+shift_add-seed0"]
+    assert [c[c.index("--conv") + 1] for c in commands] == ["keras", "shift_add"]
+    with pytest.raises(SystemExit):
+        gan_study.main(["--out", str(tmp_path), "--convs", "fft"])
 
 
 def test_main_skips_finished_runs_and_resumes_started_ones(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """Tool: ``python -m fitbook.tools.gan_study --out DIR`` trains the GAN of chapter
-"A GAN" once per recipe x precision x seed, each run a ``fitbook.tools.train_gan``
-run in its own process (a dtype policy is global to a process).
+"A GAN" once per recipe x precision x generator's last convolution x seed, each
+run a ``fitbook.tools.train_gan`` run in its own process (a dtype policy is
+global to a process).
 
 The runs are the evidence of the GAN chapters (does changing beta_1 fix the seed
 recipe, over several seeds?) and of the Performance chapter (does
@@ -18,20 +19,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fitbook.models import CONVS
 from fitbook.tools.train_gan import POSITIVE_INT, PRECISIONS
 
 
-def run_name(recipe, precision, seed):
-    """The directory name of one run of the study, e.g. ``fixed-float32-seed0``."""
-    return f"{recipe}-{precision}-seed{seed}"
+def run_name(recipe, precision, seed, conv="keras"):
+    """The directory name of one run of the study, e.g. ``fixed-float32-seed0``;
+    with the shift-add convolution ``fixed-mixed_bfloat16+shift_add-seed0``."""
+    group = precision if conv == "keras" else f"{precision}+{conv}"
+    return f"{recipe}-{group}-seed{seed}"
 
 
-def train_command(out, recipe, precision, seed, args):
+def train_command(out, recipe, precision, seed, args, conv="keras"):
     """The ``train_gan`` command line of one run (``--resume`` if it started)."""
     command = [
         sys.executable, "-m", "fitbook.tools.train_gan", "train",
         "--out", str(out), "--recipe", recipe, "--precision", precision,
-        "--seed", str(seed), "--steps", str(args.steps),
+        "--conv", conv, "--seed", str(seed), "--steps", str(args.steps),
         "--log-every", str(args.log_every), "--score-images", str(args.score_images),
         "--grid-every", "1000000", "--verbose", "0",
         "--jit" if args.jit else "--no-jit",
@@ -46,15 +50,17 @@ def main(argv=None):
     parser.add_argument("--recipes", nargs="+", default=["seed", "fixed"])
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS,
                         default=["mixed_bfloat16"])
+    parser.add_argument("--convs", nargs="+", choices=CONVS, default=["keras"],
+                        help="how the generator's last convolution computes")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=POSITIVE_INT, default=1200)
     parser.add_argument("--log-every", type=POSITIVE_INT, default=200)
     parser.add_argument("--score-images", type=POSITIVE_INT, default=1000)
     parser.add_argument("--jit", action=argparse.BooleanOptionalAction, default=False)
     args = parser.parse_args(argv)
-    runs = itertools.product(args.recipes, args.precisions, args.seeds)
-    for recipe, precision, seed in runs:
-        out = Path(args.out) / run_name(recipe, precision, seed)
+    runs = itertools.product(args.recipes, args.precisions, args.convs, args.seeds)
+    for recipe, precision, conv, seed in runs:
+        out = Path(args.out) / run_name(recipe, precision, seed, conv)
         if (out / "provenance.json").is_file():
             print(f"{out.name}: done", flush=True)
             continue
@@ -68,7 +74,7 @@ def main(argv=None):
             if (out / "provenance.json").is_file():  # finished while we waited
                 continue
             print(f"{out.name}: training", flush=True)
-            command = train_command(out, recipe, precision, seed, args)
+            command = train_command(out, recipe, precision, seed, args, conv)
             subprocess.run(command, check=True)
 
 
