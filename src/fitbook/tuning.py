@@ -239,13 +239,13 @@ def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
         return Tuning(chosen, rates, rejected, losses, steps, measurements=timed)
     contest = {(c.name, 0): runs[c.name] for c in stage}
     for trace in range(1, traces):  # more draws: each a new model, warmed up
-        contest.update({(c.name, trace): make_run(c) for c in stage})
-    for key, run in contest.items():
-        if key[1]:
-            finish(run())
+        for config in stage:
+            contest[config.name, trace] = make_run(config)
+            finish(contest[config.name, trace]())
     again = time_runs(contest, steps, rounds, warmup=0, batch_size=batch_size)
-    second = {c.name: max(m.steps_per_second for (name, _), m in again.items()
-                          if name == c.name) for c in stage}
+    second = {}  # each contender's best round over all its traces
+    for (name, _), measured in again.items():
+        second[name] = max(second.get(name, 0.0), measured.steps_per_second)
     pace = rates[chosen.name] / second[chosen.name]  # the first stage's pace
     for config in stage[1:]:  # at that pace, so ratios to PLAIN stay comparable
         rates[config.name] = second[config.name] * pace

@@ -19,8 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fitbook.models import CONVS
-from fitbook.tools.train_gan import POSITIVE_INT, PRECISIONS
+from fitbook.tools.train_gan import CONVS, POSITIVE_INT, PRECISIONS
 
 
 def run_name(recipe, precision, seed, conv="keras"):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import fitbook  # noqa: F401  (quiet TensorFlow import)
 from fitbook.gan import RECIPES, GanRecipe, UsageError, train
+from fitbook.models import CONVS
 
 
 def checked(kind, ok, expected):
@@ -94,7 +95,7 @@ def parse_args(argv):
                    help="the Keras dtype policy the networks are built under; "
                    "auto (default): the fastest sound one measured here, or the "
                    "resumed run's")
-    t.add_argument("--conv", choices=("auto", "keras", "shift_add"), default="auto",
+    t.add_argument("--conv", choices=("auto", *CONVS), default="auto",
                    help="how the generator's last convolution computes; auto "
                    "(default): measured along with --precision/--jit auto, the "
                    "resumed run's, else keras")
