@@ -2,8 +2,9 @@
 
 Measured in one run, on this machine:
 (a) the GAN step in the configuration ``fitbook.gan.tune_gan`` chooses (measured
-    now, not read from the cache; precision x XLA, then the generator's last
-    convolution for the winner: Keras' Conv2D or the shift-add one) over the
+    now, not read from the cache; precision x XLA, then for the winner how
+    the generator's convolutions compute: Keras' layers, the shift-add last
+    convolution, matmul bias gradients, or both) over the
     plain keras.io-style reference GAN (float32, no XLA) of ``gan_steps.py``.
     Targets: >= 2.0x on a CPU with bfloat16 instructions, >= 1.0x anywhere;
 (b) the FLOP/s the chosen step achieves over the measured matmul of the dtype
@@ -58,7 +59,7 @@ def main():
         print(f"  tuning: {name:<28} {rate:6.2f} steps/s")
     print(f"  not sound: {tuning.rejected or 'none'}")
     for name, rate in tuning.second_stage.items():
-        print(f"  second stage (the winner against its shift-add variant): "
+        print(f"  second stage (the winner against its variants): "
               f"{name:<40} {rate:6.2f} steps/s")
     chosen = tuning.chosen
     print(f"chosen: {chosen.name} (generator's last convolution: "
@@ -106,7 +107,7 @@ def main():
     flops = gan_step_flops(ours.generator, ours.discriminator, batch)
     achieved = flops * statistics.median(rates["autotuned GAN"])
     print(f"(b) chosen GAN step {achieved / 1e9:.1f} GFLOP/s / {dtype} matmul "
-          f"{ceiling / 1e9:.1f} GFLOP/s = {100 * achieved / ceiling:.0f} % "
+          f"{ceiling / 1e9:.1f} GFLOP/s = {100 * achieved / ceiling:.1f} % "
           "(target >= 60 %)")
 
 

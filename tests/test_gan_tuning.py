@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from fitbook import gan as G
+from fitbook import models as M
 from fitbook import tuning as T
 from fitbook.tools.train_gan import parse_args
 from fitbook.tuning import PLAIN, Config
@@ -31,7 +32,7 @@ def tuned(monkeypatch):
         return fake_tuning(Config(
             "mixed_bfloat16" if precision == "auto" else precision,
             True if jit_compile == "auto" else jit_compile,
-            shift_add_conv=conv == "shift_add"))
+            **({} if conv == "auto" else G.conv_fields(conv))))
 
     monkeypatch.setattr(G, "tune_gan", fake)
     return asked
@@ -138,8 +139,9 @@ def test_build_gan_leaves_tensorflow_graph_options_alone(tuned):
 
 def test_tune_gan_measures_real_candidates(tmp_path, capfd):
     """Two real candidates without XLA, one step each, then the winner against
-    itself with the shift-add convolution: all sound (bf16 close to float32),
-    the record is written to the given cache file."""
+    itself with the shift-add convolution, matmul bias gradients and both: all
+    sound (bf16 close to float32), the record is written to the given cache
+    file."""
     keras.utils.set_random_seed(0)
     expected = keras.random.normal((2,))  # the caller's random state is kept
     keras.utils.set_random_seed(0)
@@ -147,10 +149,22 @@ def test_tune_gan_measures_real_candidates(tmp_path, capfd):
     result = G.tune_gan(jit_compile=False, steps=1, rounds=1, path=path)
     np.testing.assert_array_equal(keras.random.normal((2,)), expected)
     winner = max((PLAIN, BF16), key=lambda c: result.steps_per_second[c.name])
-    variant = Config(winner.precision, shift_add_conv=True)  # the second stage
-    assert set(result.steps_per_second) == {PLAIN.name, BF16.name, variant.name}
-    assert set(result.second_stage) == {winner.name, variant.name}
+    variants = {Config(winner.precision, shift_add_conv=s, matmul_bias_grad=b).name
+                for s, b in ((True, False), (False, True), (True, True))}
+    assert set(result.steps_per_second) == {PLAIN.name, BF16.name, *variants}
+    assert set(result.second_stage) == {winner.name, *variants}
     assert result.rejected == {}
-    assert result.chosen in (winner, variant)
+    assert result.chosen.name in {winner.name, *variants}
     assert path.is_file()
     assert "remapper failed" not in capfd.readouterr().err  # a known notice: dropped
+
+
+@pytest.mark.parametrize("conv", M.CONVS)
+def test_conv_settings_round_trip(conv):
+    """A conv setting, its Config fields, the Config's name for it and the
+    generator built with it all agree."""
+    config = Config("mixed_bfloat16", **G.conv_fields(conv))
+    assert G.conv_name(config) == conv
+    assert G.conv_of(M.build_generator(conv=conv)) == conv
+    with pytest.raises(ValueError, match="conv must be one of"):
+        G.conv_fields("matmul_bias")

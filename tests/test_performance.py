@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from fitbook import performance as P
+from fitbook.models import CONVS
 from fitbook.performance import (
     PIPELINES,
     classifier_grid_runs,
@@ -218,11 +219,11 @@ def test_study_scores_and_compare_precisions():
 
 
 def test_committed_study_shows_bfloat16_as_sound_as_float32():
-    """The recorded evidence behind choosing mixed_bfloat16, with Keras' Conv2D
-    or the shift-add one as the generator's last layer (issue 14): the fixed
-    recipe, 3 seeds each, same steps; each final score's mean differs from
-    float32's by less than the seed-to-seed spread. Recorded runs, so no
-    machine dependence."""
+    """The recorded evidence behind choosing mixed_bfloat16, with the
+    generator's convolutions computed in each way the tuner may choose
+    (issue 14): the fixed recipe, 3 seeds each, same steps; each final
+    score's mean differs from float32's by less than the seed-to-seed spread.
+    Recorded runs, so no machine dependence."""
     from fitbook.quality import ARTIFACTS
     from fitbook.runs import read_runs
 
@@ -231,7 +232,8 @@ def test_committed_study_shows_bfloat16_as_sound_as_float32():
              if name.startswith("fixed-")}
     assert steps == {1200}  # same steps for every run compared
     table = study_scores(runs)
-    for other in ("mixed_bfloat16", "mixed_bfloat16+shift_add"):  # + its last conv
+    for conv in CONVS:  # every way of computing the generator the tuner may pick
+        other = "mixed_bfloat16" + ("" if conv == "keras" else f"+{conv}")
         for score in ("frechet", "coverage"):
             verdict = compare_precisions(table, score, other=other)
             assert verdict["seeds"] == {"float32": 3, other: 3}, verdict
@@ -273,3 +275,25 @@ def test_gan_layer_profile_and_figure(monkeypatch):
     fig = layer_profile_figure(profile)
     assert len(fig.axes) == 2 and fig.axes[0].get_title() == "float32"
     assert "milliseconds" in fig.axes[0].get_xlabel() and fig.axes[0].get_ylabel()
+
+
+def test_bias_gradient_runs_give_the_column_sums_both_ways():
+    """Both ways sum the output gradient over all but the channel axis, as
+    float32 does up to bfloat16's rounding of the sum and its partial sums."""
+    shape = (2, 3, 4, 5)
+    upstream = tf.random.stateless_normal(shape, (0, 0))  # as the runs draw it
+    runs = P.bias_gradient_runs(shape, steps=2)
+    assert set(runs) == {(d, w) for d in ("float32", "bfloat16")
+                         for w in ("BiasAddGrad", "matmul")}
+    for dtype in ("float32", "bfloat16"):
+        g = np.asarray(tf.cast(tf.cast(upstream, dtype), "float32"))
+        exact, magnitude = g.sum(axis=(0, 1, 2)), np.abs(g).sum(axis=(0, 1, 2))
+        for way in ("BiasAddGrad", "matmul"):
+            got = finish(runs[dtype, way]())
+            assert got.shape == (5,) and got.dtype == dtype
+            error = np.abs(np.asarray(got, "float32") - exact) / magnitude
+            assert error.max() <= (1e-6 if dtype == "float32" else 2e-2), way
+    times = P.bias_gradient_times(shape, steps=1, rounds=1)
+    assert set(times) == {"float32", "bfloat16"}
+    assert all(set(w) == {"BiasAddGrad", "matmul"} and min(w.values()) > 0
+               for w in times.values())

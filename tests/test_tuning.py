@@ -121,6 +121,9 @@ def test_config_grid_and_restrict():
     assert candidates == [PLAIN, Config("mixed_float16", shift_add_conv=True)]
     with pytest.raises(ValueError, match="shift_add_conv must be True or False"):
         Config(shift_add_conv="yes")
+    with pytest.raises(ValueError, match="matmul_bias_grad must be True or False"):
+        Config(matmul_bias_grad=1)
+    assert len(T.grid(matmul_bias_grad=(False, True))) == 8
     with pytest.raises(ValueError, match="no candidate"):
         T.restrict([PLAIN], jit_compile=True)
 
@@ -184,6 +187,29 @@ def test_second_stage_pools_several_traces_per_contender(clock):
     assert pooled.second_stage == pytest.approx({BF16.name: 8.0, shifted.name: 16.0})
     with pytest.raises(ValueError, match="traces"):
         T.autotune(make_run, T.grid(), steps=4, traces=0)
+
+
+def test_second_stage_tries_every_combination_of_variants(clock):
+    """Two switches: the winner with each one and with both take turns; the
+    pair wins here, faster than either alone."""
+    variants = {"shift_add_conv": True, "matmul_bias_grad": True}
+    assert T.combinations(variants) == [
+        {"matmul_bias_grad": True}, {"shift_add_conv": True}, variants]
+    assert T.combinations(None) == []
+    both = Config("mixed_bfloat16", shift_add_conv=True, matmul_bias_grad=True)
+    alone = [Config("mixed_bfloat16", shift_add_conv=True),
+             Config("mixed_bfloat16", matmul_bias_grad=True)]
+    seconds = {PLAIN.name: 1.0, BF16.name: 0.5, XLA.name: 0.8,
+               BF16_XLA.name: 0.9, alone[0].name: 0.3, alone[1].name: 0.4,
+               both.name: 0.2}
+    calls = []
+    result = T.autotune(fake_maker(clock, seconds, {}, calls), T.grid(), steps=4,
+                        variants=variants)
+    assert result.chosen == both and both.name == (
+        "mixed_bfloat16, no XLA, shift-add conv, matmul bias gradient")
+    assert set(result.second_stage) == {BF16.name, both.name,
+                                        *(c.name for c in alone)}
+    assert len(set(calls)) == 7  # four candidates and three variants
 
 
 def test_cache_file_and_memory(clock, tmp_path, monkeypatch):

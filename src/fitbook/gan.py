@@ -30,6 +30,8 @@ from fitbook.loops import with_loss_scaling
 from fitbook.models import (
     CONVS,
     LATENT_DIM,
+    MATMUL_BIAS,
+    MatmulBiasConv2DTranspose,
     ShiftAddConv2D,
     build_discriminator,
     build_generator,
@@ -274,12 +276,12 @@ def build_gan(recipe=SEED_RECIPE, seed=0, jit_compile=AUTO, precision=AUTO,
 
     ``precision`` is the Keras dtype policy the networks are built under
     (``None``: the global one as it is), ``jit_compile`` whether XLA compiles
-    the step, and ``conv`` how the generator's last layer computes
-    (``"keras"`` or ``"shift_add"``, see ``build_generator``). ``"auto"`` (the
+    the step, and ``conv`` how the generator's convolutions compute (one of
+    ``models.CONVS``, see ``build_generator``). ``"auto"`` (the
     default) takes what measured fastest, among sound choices, on this machine
     (:func:`tune_gan`, cached); explicit values skip the measurement, as the
     tests do. ``conv="auto"`` alone measures nothing: with ``precision`` and
-    ``jit_compile`` both explicit it is Keras' own Conv2D, the reference.
+    ``jit_compile`` both explicit it is Keras' own layers, the reference.
     """
     precision, jit_compile, conv = tuned_settings(precision, jit_compile, conv)
     building = contextlib.nullcontext() if precision is None else dtype_policy(
@@ -305,17 +307,20 @@ def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
 
     Float32 or ``mixed_bfloat16``, XLA or not: the step is long, so running
     several per call (``steps_per_execution``) changes nothing worth its cost.
-    With ``conv="auto"``, the generator's last convolution is chosen in a
-    second stage: the fastest of those is timed against itself with the
-    shift-add convolution (``ShiftAddConv2D``), one candidate more, not twice
-    as many, each over ``TUNING_TRACES`` fresh models. Every candidate starts
-    from the same weights; the random state of the caller is kept. Cached per
-    machine (``tuning.quiet_autotune``).
+    With ``conv="auto"``, how the generator's convolutions compute is chosen
+    in a second stage: the fastest of those is timed against itself with the
+    shift-add last convolution (``ShiftAddConv2D``), with matmul bias
+    gradients (``MatmulBiasConv2DTranspose``) and with both, three candidates
+    more instead of four times the grid, each over ``TUNING_TRACES`` fresh
+    models. Every candidate starts from the same weights; the random state of
+    the caller is kept. Cached per machine (``tuning.quiet_autotune``).
     """
     check_conv(conv, AUTO)
+    fixed = {} if conv == AUTO else conv_fields(conv)
     candidates, eligible = restrict(
-        grid(shift_add_conv=(conv == "shift_add",)), precision, jit_compile)
-    variants = {"shift_add_conv": True} if conv == AUTO else None
+        grid(**{field: (value,) for field, value in fixed.items()}),
+        precision, jit_compile)
+    variants = conv_fields(CONVS[-1]) if conv == AUTO else None  # all changed
     recipe = FIXED_RECIPE
     images = load_fashion_mnist()[0][0][: recipe.batch_size * steps]
     start = []  # the first model's weights: every candidate starts from them
@@ -360,23 +365,33 @@ def tuned_settings(precision, jit_compile, conv=AUTO):
 
 
 def check_conv(conv, *also):
-    """``conv`` if it names a way of computing the generator's last layer."""
+    """``conv`` if it names a way of computing the generator's convolutions."""
     if conv not in (*CONVS, *also):
         raise ValueError(f"conv must be one of {(*CONVS, *also)}, got {conv!r}.")
     return conv
 
 
 def conv_name(config):
-    """The ``conv`` setting of a ``tuning.Config``: ``"shift_add"`` or
-    ``"keras"``."""
-    return "shift_add" if config.shift_add_conv else "keras"
+    """The ``conv`` setting of a ``tuning.Config``: ``"keras"`` or
+    ``"shift_add"``, with ``"+matmul_bias"`` if its bias gradients are
+    matmuls."""
+    last = "shift_add" if config.shift_add_conv else "keras"
+    return last + (MATMUL_BIAS if config.matmul_bias_grad else "")
+
+
+def conv_fields(conv):
+    """The ``tuning.Config`` fields that say what ``conv`` says."""
+    check_conv(conv)
+    return {"shift_add_conv": conv.startswith("shift_add"),
+            "matmul_bias_grad": conv.endswith(MATMUL_BIAS)}
 
 
 def conv_of(generator):
-    """``"shift_add"`` if ``generator`` has a ``ShiftAddConv2D``, else
-    ``"keras"``."""
-    shifted = any(isinstance(layer, ShiftAddConv2D) for layer in generator.layers)
-    return "shift_add" if shifted else "keras"
+    """The ``conv`` setting ``generator`` was built with (``build_generator``)."""
+    def has(kind):
+        return any(isinstance(layer, kind) for layer in generator.layers)
+    last = "shift_add" if has(ShiftAddConv2D) else "keras"
+    return last + (MATMUL_BIAS if has(MatmulBiasConv2DTranspose) else "")
 
 
 # The Keras example's labels (fake 1, real 0, noise added upward), with the

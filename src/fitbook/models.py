@@ -9,6 +9,7 @@ stays in that chapter's module.
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers
 
 from fitbook.checks import non_negative_number
@@ -146,28 +147,68 @@ def shift_kernel(kh, kw, filters):
     return kernel
 
 
-CONVS = {"keras": layers.Conv2D, "shift_add": ShiftAddConv2D}  # generator's last
+@tf.custom_gradient
+def add_bias(x, bias):
+    """``tf.nn.bias_add(x, bias)`` whose bias gradient is a matrix product: a
+    row of ones times the output gradient as a (pixels, channels) matrix, the
+    same column sums as TensorFlow's ``BiasAddGrad`` kernel (chapter
+    "Performance")."""
+
+    def gradients(upstream):
+        columns = tf.reshape(upstream, (-1, upstream.shape[-1]))
+        ones = tf.ones((1, tf.shape(columns)[0]), upstream.dtype)
+        return upstream, tf.reshape(tf.matmul(ones, columns), tf.shape(bias))
+
+    return tf.nn.bias_add(x, bias), gradients
+
+
+@keras.saving.register_keras_serializable(package="fitbook")
+class MatmulBiasConv2DTranspose(layers.Conv2DTranspose):
+    """Conv2DTranspose whose bias gradient is a matrix product (``add_bias``);
+    same arguments, weights, outputs and gradients (chapter "Performance")."""
+
+    def call(self, inputs):
+        """Keras' own transposed convolution, then ``add_bias``."""
+        if not self.use_bias or self.data_format != "channels_last":
+            return super().call(inputs)
+        outputs = keras.ops.conv_transpose(
+            inputs, self.kernel, strides=list(self.strides), padding=self.padding,
+            output_padding=self.output_padding, dilation_rate=self.dilation_rate,
+            data_format=self.data_format)
+        outputs = add_bias(outputs, keras.ops.cast(self.bias, outputs.dtype))
+        return outputs if self.activation is None else self.activation(outputs)
+
+
+LAST_CONVS = {"keras": layers.Conv2D, "shift_add": ShiftAddConv2D}  # generator's last
+MATMUL_BIAS = "+matmul_bias"  # suffix: transposed convolutions' bias gradient
+# How the generator's convolutions compute: the last layer, and the transposed
+# convolutions' bias gradient (Keras' own kernel, or with MATMUL_BIAS a matmul).
+CONVS = (*LAST_CONVS, *(name + MATMUL_BIAS for name in LAST_CONVS))
 
 
 def build_generator(latent_dim=LATENT_DIM, conv="keras"):
     """Noise of shape (batch, latent_dim) to 28x28x1 images (chapter "A GAN").
 
     ``conv`` computes the last layer: ``"keras"``, or ``"shift_add"`` for the
-    same convolution as ``ShiftAddConv2D`` ("Performance").
+    same convolution as ``ShiftAddConv2D``; a ``"+matmul_bias"`` suffix makes
+    the transposed convolutions ``MatmulBiasConv2DTranspose`` ("Performance").
     """
     if conv not in CONVS:
-        raise ValueError(f"conv must be one of {sorted(CONVS)}, got {conv!r}.")
+        raise ValueError(f"conv must be one of {CONVS}, got {conv!r}.")
+    last = LAST_CONVS[conv.removesuffix(MATMUL_BIAS)]
+    transposed = (MatmulBiasConv2DTranspose if conv.endswith(MATMUL_BIAS)
+                  else layers.Conv2DTranspose)
     return keras.Sequential(
         [
             keras.Input(shape=(latent_dim,)),
             layers.Dense(7 * 7 * 128),
             layers.LeakyReLU(negative_slope=0.2),
             layers.Reshape((7, 7, 128)),
-            layers.Conv2DTranspose(128, 4, strides=2, padding="same"),
+            transposed(128, 4, strides=2, padding="same"),
             layers.LeakyReLU(negative_slope=0.2),
-            layers.Conv2DTranspose(128, 4, strides=2, padding="same"),
+            transposed(128, 4, strides=2, padding="same"),
             layers.LeakyReLU(negative_slope=0.2),
-            CONVS[conv](1, 7, padding="same", activation="sigmoid"),
+            last(1, 7, padding="same", activation="sigmoid"),
         ],
         name="generator",
     )

@@ -13,7 +13,8 @@ and what the chapter compares the results with:
   seed-to-seed spread;
 - the PNG pipelines the ``tf.data`` rows read;
 - the GAN's layers one by one (:func:`gan_layer_profile`), with the
-  generator's last convolution computed both ways.
+  generator's last convolution computed both ways, and a bias gradient both
+  ways (:func:`bias_gradient_times`).
 
 The machine and its peak are in :mod:`fitbook.performance_machine`; the tables
 in :mod:`fitbook.timing`.
@@ -34,6 +35,7 @@ from fitbook.gan import FIXED_RECIPE, build_gan
 from fitbook.loops import Trainer, trainer_run
 from fitbook.models import (
     LATENT_DIM,
+    add_bias,
     build_discriminator,
     build_generator,
     classifier,
@@ -353,6 +355,48 @@ def gan_layer_profile(policies=("float32", "mixed_bfloat16"), steps=3, rounds=3)
     for (policy, name), m in measured.items():
         profile[policy][name] = 1 / m.steps_per_second
     return profile, shapes
+
+
+def bias_gradient_runs(shape, steps, dtypes=("float32", "bfloat16")):
+    """``{(dtype, way): run}``: ``steps`` bias gradients of one output gradient
+    of ``shape`` (a random one) in each dtype, by TensorFlow's ``BiasAddGrad``
+    (the gradient of ``tf.nn.bias_add``) and by a matmul (``add_bias``)."""
+    upstream = tf.random.stateless_normal(shape, (0, 0))
+    runs = {}
+    for dtype in dtypes:
+        grad = tf.cast(upstream, dtype)
+        for way, add in (("BiasAddGrad", tf.nn.bias_add), ("matmul", add_bias)):
+            runs[dtype, way] = _bias_gradient_run(add, grad, steps)
+    return runs
+
+
+def _bias_gradient_run(add, upstream, steps):
+    bias = tf.zeros(upstream.shape[-1], upstream.dtype)
+    x = tf.zeros_like(upstream)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            tape.watch(bias)
+            y = add(x, bias)
+        return tape.gradient(y, bias, output_gradients=upstream)
+
+    def run():
+        for _ in range(steps):
+            grad = step()
+        return grad
+
+    return run
+
+
+def bias_gradient_times(shape, steps=5, rounds=3):
+    """``{dtype: {way: seconds per bias gradient}}`` for
+    :func:`bias_gradient_runs`, all timed in alternating rounds."""
+    measured = time_runs(bias_gradient_runs(shape, steps), steps, rounds)
+    times = {}
+    for (dtype, way), m in measured.items():
+        times.setdefault(dtype, {})[way] = 1 / m.steps_per_second
+    return times
 
 
 def layer_profile_figure(profile):

@@ -10,7 +10,8 @@ returns the fastest one that is *sound*: its losses are finite and close to
 those of the plain configuration (float32, no XLA, one step per call), which is
 always a candidate, so the choice is never one that measured slower than it.
 An option may instead be tried on the winner only, in a second stage
-(``variants``: the GAN's shift-add convolution), one candidate more.
+(``variants``: the GAN's shift-add convolution and matmul bias gradient), a
+few candidates more.
 
 :func:`cached_autotune` remembers the choice per machine and model in a JSON
 file (:func:`cache_path`), so that chapters do not pay for tuning twice.
@@ -19,6 +20,7 @@ file (:func:`cache_path`), so that chapters do not pay for tuning twice.
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -51,6 +53,7 @@ class Config:
     jit_compile: bool = False  # compile the step with XLA
     steps_per_execution: int = 1  # training steps per call of the compiled step
     shift_add_conv: bool = False  # one-filter conv as matmul + shifted adds
+    matmul_bias_grad: bool = False  # transposed convs' bias gradient as a matmul
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -62,10 +65,11 @@ class Config:
                 f"jit_compile must be True or False, got {self.jit_compile!r}."
             )
         positive_int("steps_per_execution", self.steps_per_execution)
-        if not isinstance(self.shift_add_conv, bool):
-            raise ValueError(
-                f"shift_add_conv must be True or False, got {self.shift_add_conv!r}."
-            )
+        for field in ("shift_add_conv", "matmul_bias_grad"):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(
+                    f"{field} must be True or False, got {getattr(self, field)!r}."
+                )
 
     @property
     def name(self):
@@ -75,6 +79,8 @@ class Config:
             parts.append(f"steps_per_execution={self.steps_per_execution}")
         if self.shift_add_conv:
             parts.append("shift-add conv")
+        if self.matmul_bias_grad:
+            parts.append("matmul bias gradient")
         return ", ".join(parts)
 
 
@@ -82,13 +88,14 @@ PLAIN = Config()  # float32, no XLA, one step per call, Keras' Conv2D: the refer
 
 
 def grid(precisions=("float32", "mixed_bfloat16"), jit_compile=(False, True),
-         steps_per_execution=(1,), shift_add_conv=(False,)):
+         steps_per_execution=(1,), shift_add_conv=(False,),
+         matmul_bias_grad=(False,)):
     """Every combination of the options as a list of Configs, ``PLAIN`` first
     when it is among them (:func:`autotune` needs it)."""
     configs = [
-        Config(p, j, k, s)
+        Config(p, j, k, s, b)
         for p in precisions for j in jit_compile for k in steps_per_execution
-        for s in shift_add_conv
+        for s in shift_add_conv for b in matmul_bias_grad
     ]
     if not configs:
         raise ValueError("grid is empty: give at least one value of each option.")
@@ -152,7 +159,8 @@ class Tuning:
     @classmethod
     def from_dict(cls, record, cached=True):
         """The Tuning that :meth:`to_dict` wrote (older records lack
-        ``shift_add_conv``, i.e. Keras' Conv2D, ``second_stage`` and
+        ``shift_add_conv`` and ``matmul_bias_grad``, i.e. Keras' layers,
+        ``second_stage`` and
         ``measurements``)."""
         measurements = {
             name: Measurement(name, m["steps"], tuple(m["seconds"]), m["batch_size"])
@@ -177,14 +185,15 @@ def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
     :func:`fitbook.timing.time_runs`; the best round counts. The fastest
     of those, among ``eligible`` ones if given (default: all), is chosen.
 
-    ``variants`` (a Config field -> value, e.g. ``{"shift_add_conv": True}``)
-    adds a second stage: each variant of the winner (the winner with that one
-    field changed) is warmed up, tested the same way, and timed in alternating
-    rounds *with the winner*; the fastest of them is chosen. A variant's
+    ``variants`` (Config fields -> values, e.g. ``{"shift_add_conv": True}``)
+    adds a second stage: each variant of the winner (the winner with one or
+    more of those fields changed: every combination) is warmed up, tested the
+    same way, and timed in alternating rounds *with the winner*; the fastest
+    of them is chosen. A variant's
     ``steps_per_second`` is the winner's first-stage rate times their ratio in
     the second stage (both stages' raw rates: ``second_stage``; ``measurements``
-    holds the first stage's). A switch tuned this way costs one more candidate,
-    not twice as many, on the assumption that the best setting of the other
+    holds the first stage's). A switch tuned this way doubles the second stage,
+    not the whole grid, on the assumption that the best setting of the other
     options does not depend on it. The second stage is the close contest, and
     a traced step can run slow for as long as its trace lives (chapter
     "Performance"), so there each contender is timed over ``traces`` runs from
@@ -225,7 +234,8 @@ def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
                 for c in allowed)
         )
     chosen = max(ranked, key=lambda c: rates[c.name])
-    tried = [dataclasses.replace(chosen, **{k: v}) for k, v in (variants or {}).items()]
+    tried = [dataclasses.replace(chosen, **changes)
+             for changes in combinations(variants)]
     tried = [c for c in tried if c.name not in runs]
     if not tried:
         return Tuning(chosen, rates, rejected, losses, steps, measurements=timed)
@@ -254,16 +264,24 @@ def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
                   second_stage=second)
 
 
+def combinations(variants):
+    """Every non-empty subset of ``variants`` (field -> value), each a dict,
+    single fields first."""
+    items = sorted((variants or {}).items())
+    return [dict(subset) for size in range(1, len(items) + 1)
+            for subset in itertools.combinations(items, size)]
+
+
 def restrict(candidates, precision=AUTO, jit_compile=AUTO):
     """``(candidates, eligible)``: the configurations that agree with the
     settings given explicitly (``"auto"`` leaves an option free), with every
     XLA choice for a ``precision`` not among ``candidates``; and the same list
     with ``PLAIN`` first, the reference even where it is not eligible."""
     options = {c.jit_compile for c in candidates} | {False}
-    shift_add = {c.shift_add_conv for c in candidates}
+    layers = {(c.shift_add_conv, c.matmul_bias_grad) for c in candidates}
     extra = [] if precision in (AUTO, *(c.precision for c in candidates)) else [
-        Config(precision, j, shift_add_conv=s)
-        for j in sorted(options) for s in sorted(shift_add)]
+        Config(precision, j, shift_add_conv=s, matmul_bias_grad=b)
+        for j in sorted(options) for s, b in sorted(layers)]
     eligible = [c for c in [*candidates, *extra]
                 if precision in (AUTO, c.precision)
                 and jit_compile in (AUTO, c.jit_compile)]
