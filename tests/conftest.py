@@ -9,6 +9,7 @@ import fitbook  # noqa: F401  (quiet TensorFlow import before anything else)
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 import yaml
 
 from fitbook import data
@@ -113,3 +114,15 @@ def policy(request):
         yield request.param
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def outputs_and_gradients(layer, x):
+    """The layer's output, the gradient of sum(output^2) for its input, kernel
+    and bias, all as float32 arrays."""
+    x = tf.cast(x, layer.compute_dtype)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(tf.cast(y, "float32") ** 2)
+    values = [y, *tape.gradient(loss, [x, *layer.trainable_weights])]
+    return [np.asarray(tf.cast(v, "float32")) for v in values]

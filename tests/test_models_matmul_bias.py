@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import outputs_and_gradients
 from fitbook import models as M
 from fitbook.models import MatmulBiasConv2DTranspose, add_bias
 from fitbook.tuning import dtype_policy
@@ -34,17 +35,6 @@ def twins(policy, shape=(2, 5, 4, 3), **options):
     for layer in made:
         layer.set_weights(weights)
     return made
-
-
-def outputs_and_gradients(layer, x):
-    """Output and the gradients of sum(output^2) for input, kernel and bias."""
-    x = tf.cast(x, layer.compute_dtype)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = layer(x)
-        loss = tf.reduce_sum(tf.cast(y, "float32") ** 2)
-    values = [y, *tape.gradient(loss, [x, *layer.trainable_weights])]
-    return [np.asarray(tf.cast(v, "float32")) for v in values]
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])

@@ -5,8 +5,8 @@ generator."""
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
+from conftest import outputs_and_gradients
 from fitbook import models as M
 from fitbook.models import ShiftAddConv2D
 from fitbook.tuning import dtype_policy
@@ -35,18 +35,6 @@ def twins(policy, filters, kernel, padding, shape=(2, 9, 8, 5), **options):
     for layer in (keras_conv, shifted):
         layer.set_weights(weights)
     return keras_conv, shifted
-
-
-def outputs_and_gradients(layer, x):
-    """The layer's output, the gradient of sum(output^2) for its input, kernel
-    and bias, all as float32 arrays."""
-    x = tf.cast(x, layer.compute_dtype)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = layer(x)
-        loss = tf.reduce_sum(tf.cast(y, "float32") ** 2)
-    values = [y, *tape.gradient(loss, [x, *layer.trainable_weights])]
-    return [np.asarray(tf.cast(v, "float32")) for v in values]
 
 
 def assert_same(expected, got, tolerance):
