@@ -320,7 +320,8 @@ def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
     candidates, eligible = restrict(
         grid(**{field: (value,) for field, value in fixed.items()}),
         precision, jit_compile)
-    variants = conv_fields(CONVS[-1]) if conv == AUTO else None  # all changed
+    both = {"shift_add_conv": True, "matmul_bias_grad": True}  # and each alone
+    variants = both if conv == AUTO else None
     recipe = FIXED_RECIPE
     images = load_fashion_mnist()[0][0][: recipe.batch_size * steps]
     start = []  # the first model's weights: every candidate starts from them
