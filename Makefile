@@ -7,6 +7,10 @@ PY := $(VENV)/bin/python
 JB := $(VENV)/bin/jupyter-book
 INSTALLED := $(VENV)/.requirements-installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+# uv installs the pinned packages, much faster than pip (parallel downloads, wheels
+# linked from its cache, bytecode compiled on every core); it reads PyPI or
+# UV_INDEX_URL, not pip's configuration, so where it fails pip installs them.
+UV := uv==0.13.*
 
 # _config.yml with the repository's address (FITBOOK_REPOSITORY_URL, else the
 # GitHub `origin` remote) and its buttons, or without buttons: scripts/book_config.py.
@@ -61,8 +65,10 @@ $(INSTALLED): requirements.txt pyproject.toml
 	  echo "venv failed; installing Debian's python3-venv" && \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && \
 	  $(PYTHON) -m venv $(VENV); }
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --upgrade pip '$(UV)'
+	$(PY) -m uv pip install --quiet --compile-bytecode --python $(PY) -r requirements.txt \
+	  || { echo "uv could not install requirements.txt; installing it with pip" >&2 && \
+	       $(PY) -m pip install --quiet -r requirements.txt; }
 	touch $@
 
 data: $(INSTALLED)
