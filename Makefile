@@ -16,6 +16,7 @@ UV := uv==0.13.*
 # GitHub `origin` remote) and its buttons, or without buttons: scripts/book_config.py.
 BOOK_CONFIG = $(BOOK_ROOT)/_build/_config.book.yml
 CACHED_CONFIG := _build/_config.cached.yml
+EXECUTED_CONFIG = $(BOOK_ROOT)/_build/_config.executed.yml
 # One chapter alone: links to chapters outside its partial table of contents and
 # citations of the references page cannot resolve, so those two warnings are off.
 CHAPTER_CONFIG := _build/_config.chapter.yml
@@ -23,8 +24,14 @@ CHAPTER_CONFIG := _build/_config.chapter.yml
 .PHONY: book book-cached chapter test setup data graphviz clean book-config
 
 ## book: execute every chapter and build the HTML (errors and warnings are fatal)
+# scripts/execute_book.py empties the jupyter-cache and executes every chapter into
+# it (those that measure speed alone, the others two at a time); the build then
+# renders the cached outputs, and executes again only a chapter that failed.
 book: setup book-config
-	$(JB) build $(BOOK_ROOT) --config $(BOOK_CONFIG) --all -W --keep-going
+	$(PY) scripts/execute_book.py $(BOOK_ROOT)
+	sed 's/execute_notebooks: force/execute_notebooks: cache/' $(BOOK_CONFIG) \
+	  > $(EXECUTED_CONFIG)
+	$(JB) build $(BOOK_ROOT) --config $(EXECUTED_CONFIG) --all -W --keep-going
 
 ## book-cached: fast rebuild while writing; re-runs only chapters whose cells changed
 book-cached: setup $(CACHED_CONFIG)
