@@ -297,3 +297,15 @@ def test_bias_gradient_runs_give_the_column_sums_both_ways():
     assert set(times) == {"float32", "bfloat16"}
     assert all(set(w) == {"BiasAddGrad", "matmul"} and min(w.values()) > 0
                for w in times.values())
+
+
+def test_bias_gradient_errors_measure_the_distance_from_exact_sums():
+    """The matmul sums in float32 whatever the dtype: in bfloat16 only the
+    rounding of each sum is left (unit roundoff 2**-8). BiasAddGrad's error is
+    reported as measured: how it sums is the kernel's business."""
+    shape = (4, 16, 16, 8)  # 1024 terms per sum, as in a small layer
+    errors = P.bias_gradient_errors(shape)
+    assert set(errors) == {"BiasAddGrad", "matmul"}
+    assert all(isinstance(e, float) and 0 <= e < 2 for e in errors.values())
+    assert errors["matmul"] <= 2.0 ** -8
+    assert max(P.bias_gradient_errors(shape, "float32").values()) < 1e-6
