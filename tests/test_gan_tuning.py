@@ -1,6 +1,7 @@
 """The GAN's "auto" settings (fitbook.gan.tune_gan, build_gan, GAN.compile, the
 command line's --precision auto --jit auto) and a GAN built under a policy."""
 
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -138,25 +139,41 @@ def test_build_gan_leaves_tensorflow_graph_options_alone(tuned):
 
 
 def test_tune_gan_measures_real_candidates(tmp_path, capfd):
-    """Two real candidates without XLA, one step each, then the winner against
-    itself with the shift-add convolution, matmul bias gradients and both: all
-    sound (bf16 close to float32), the record is written to the given cache
-    file."""
+    """Two real candidates without XLA, one step each, float32 and bf16 with
+    matmul bias gradients (exact_bias_sums); then the winner against itself
+    with the shift-add convolution, and for float32 also with matmul bias
+    gradients and both: all sound (bf16 close to float32), the record is
+    written to the given cache file."""
     keras.utils.set_random_seed(0)
     expected = keras.random.normal((2,))  # the caller's random state is kept
     keras.utils.set_random_seed(0)
     path = tmp_path / "tuning.json"
     result = G.tune_gan(jit_compile=False, steps=1, rounds=1, path=path)
     np.testing.assert_array_equal(keras.random.normal((2,)), expected)
-    winner = max((PLAIN, BF16), key=lambda c: result.steps_per_second[c.name])
-    variants = {Config(winner.precision, shift_add_conv=s, matmul_bias_grad=b).name
+    bf16 = Config("mixed_bfloat16", matmul_bias_grad=True)
+    winner = max((PLAIN, bf16), key=lambda c: result.steps_per_second[c.name])
+    variants = {G.exact_bias_sums(Config(winner.precision, shift_add_conv=s,
+                                         matmul_bias_grad=b)).name
                 for s, b in ((True, False), (False, True), (True, True))}
-    assert set(result.steps_per_second) == {PLAIN.name, BF16.name, *variants}
+    variants.discard(winner.name)
+    assert set(result.steps_per_second) == {PLAIN.name, bf16.name, *variants}
     assert set(result.second_stage) == {winner.name, *variants}
     assert result.rejected == {}
     assert result.chosen.name in {winner.name, *variants}
     assert path.is_file()
     assert "remapper failed" not in capfd.readouterr().err  # a known notice: dropped
+
+
+def test_bfloat16_candidates_keep_exact_bias_sums():
+    """exact_bias_sums turns matmul bias gradients on for bfloat16 only: its
+    BiasAddGrad may sum in bfloat16, float16's and float32's do not here."""
+    for config in (PLAIN, Config("mixed_float16", True),
+                   Config("float32", shift_add_conv=True)):
+        assert G.exact_bias_sums(config) == config
+    for config in (BF16, Config("mixed_bfloat16", True, shift_add_conv=True)):
+        fixed = G.exact_bias_sums(config)
+        assert fixed.matmul_bias_grad and fixed == dataclasses.replace(
+            config, matmul_bias_grad=True)
 
 
 @pytest.mark.parametrize("conv", M.CONVS)

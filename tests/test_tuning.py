@@ -212,6 +212,22 @@ def test_second_stage_tries_every_combination_of_variants(clock):
     assert len(set(calls)) == 7  # four candidates and three variants
 
 
+def test_variants_the_winner_already_has_are_not_tried_twice(clock):
+    """A winner that has one switch on already: the variant turning it on is
+    the winner itself, and the pair equals the other switch alone, so one
+    variant is made, warmed up and timed, once."""
+    winner = Config("mixed_bfloat16", matmul_bias_grad=True)
+    both = Config("mixed_bfloat16", shift_add_conv=True, matmul_bias_grad=True)
+    seconds = {PLAIN.name: 1.0, winner.name: 0.5, both.name: 0.4}
+    calls = []
+    result = T.autotune(fake_maker(clock, seconds, {}, calls), [PLAIN, winner],
+                        steps=4, rounds=2, variants={"shift_add_conv": True,
+                                                     "matmul_bias_grad": True})
+    assert result.chosen == both
+    assert set(result.second_stage) == {winner.name, both.name}
+    assert calls.count(both.name) == 3  # its warm-up and two timed rounds
+
+
 def test_cache_file_and_memory(clock, tmp_path, monkeypatch):
     monkeypatch.setattr(T, "_MEMORY", {})
     path = tmp_path / "sub" / "tuning.json"

@@ -312,14 +312,20 @@ def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
     shift-add last convolution (``ShiftAddConv2D``), with matmul bias
     gradients (``MatmulBiasConv2DTranspose``) and with both, three candidates
     more instead of four times the grid, each over ``TUNING_TRACES`` fresh
-    models. Every candidate starts from the same weights; the random state of
-    the caller is kept. Cached per machine (``tuning.quiet_autotune``).
+    models. A ``mixed_bfloat16`` candidate always has matmul bias gradients
+    (:func:`exact_bias_sums`), so for a bfloat16 winner only the shift-add
+    convolution is left to try. Every candidate starts from the same weights;
+    the random state of the caller is kept. Cached per machine
+    (``tuning.quiet_autotune``).
     """
     check_conv(conv, AUTO)
     fixed = {} if conv == AUTO else conv_fields(conv)
     candidates, eligible = restrict(
         grid(**{field: (value,) for field, value in fixed.items()}),
         precision, jit_compile)
+    if conv == AUTO:  # bfloat16 candidates keep their bias gradients' sums
+        candidates, eligible = ([*dict.fromkeys(map(exact_bias_sums, configs))]
+                                for configs in (candidates, eligible))
     both = {"shift_add_conv": True, "matmul_bias_grad": True}  # and each alone
     variants = both if conv == AUTO else None
     recipe = FIXED_RECIPE
@@ -347,6 +353,19 @@ def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
         f"gan, batch {recipe.batch_size}", make_run, candidates, steps,
         path=path, rounds=rounds, batch_size=recipe.batch_size,
         eligible=eligible, variants=variants, traces=TUNING_TRACES)
+
+
+def exact_bias_sums(config):
+    """``config``, with matmul bias gradients if it computes in bfloat16.
+
+    TensorFlow's ``BiasAddGrad``, the bias gradient of every Keras layer, may
+    keep bfloat16 sums in bfloat16 (where this was written, with oneDNN and
+    without, a thousand ones summed to 256); the matmul keeps float32 sums
+    (chapter "Performance").
+    """
+    if config.precision != "mixed_bfloat16":
+        return config
+    return dataclasses.replace(config, matmul_bias_grad=True)
 
 
 def tuned_settings(precision, jit_compile, conv=AUTO):

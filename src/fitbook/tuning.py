@@ -236,7 +236,7 @@ def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
     chosen = max(ranked, key=lambda c: rates[c.name])
     tried = [dataclasses.replace(chosen, **changes)
              for changes in combinations(variants)]
-    tried = [c for c in tried if c.name not in runs]
+    tried = [*dict.fromkeys(c for c in tried if c.name not in runs)]
     if not tried:
         return Tuning(chosen, rates, rejected, losses, steps, measurements=timed)
     runs.update({c.name: make_run(c) for c in tried})
