@@ -359,9 +359,8 @@ def exact_bias_sums(config):
     """``config``, with matmul bias gradients if it computes in bfloat16.
 
     TensorFlow's ``BiasAddGrad``, the bias gradient of every Keras layer, may
-    keep bfloat16 sums in bfloat16 (where this was written, with oneDNN and
-    without, a thousand ones summed to 256); the matmul keeps float32 sums
-    (chapter "Performance").
+    keep bfloat16 sums in bfloat16, so that a sum stops growing; the matmul
+    keeps float32 sums (chapter "Performance" measures both on your machine).
     """
     if config.precision != "mixed_bfloat16":
         return config

@@ -362,13 +362,19 @@ def bias_gradient_runs(shape, steps, dtypes=("float32", "bfloat16")):
     """``{(dtype, way): run}``: ``steps`` bias gradients of one output gradient
     of ``shape`` (a random one) in each dtype, by TensorFlow's ``BiasAddGrad``
     (the gradient of ``tf.nn.bias_add``) and by a matmul (``add_bias``)."""
-    upstream = tf.random.stateless_normal(shape, (0, 0))
+    upstream = bias_upstream(shape)
     runs = {}
     for dtype in dtypes:
         grad = tf.cast(upstream, dtype)
         for way, add in (("BiasAddGrad", tf.nn.bias_add), ("matmul", add_bias)):
             runs[dtype, way] = _bias_gradient_run(add, grad, steps)
     return runs
+
+
+def bias_upstream(shape):
+    """The output gradient :func:`bias_gradient_runs` sums: a fixed random
+    float32 tensor of ``shape``."""
+    return tf.random.stateless_normal(shape, (0, 0))
 
 
 def _bias_gradient_run(add, upstream, steps):
@@ -406,7 +412,7 @@ def bias_gradient_errors(shape, dtype="bfloat16"):
     the same output gradient (its ``dtype`` values summed in float64), over the
     norm of those sums. Rounding the sums to bfloat16 alone costs up to 0.4 %."""
     runs = bias_gradient_runs(shape, steps=1, dtypes=(dtype,))
-    upstream = tf.cast(tf.random.stateless_normal(shape, (0, 0)), dtype)
+    upstream = tf.cast(bias_upstream(shape), dtype)  # the values both ways sum
     columns = np.asarray(tf.cast(upstream, "float64")).reshape(-1, shape[-1])
     exact = columns.sum(axis=0)
     errors = {}
