@@ -10,30 +10,22 @@ Measured in one run, on this machine:
 (b) the FLOP/s the chosen step achieves over the measured matmul of the dtype
     it computes in (the best of TensorFlow's kernel and XLA). Target: >= 60 %.
 
-A traced training step can run slow for as long as that trace lives: on a
-2-core AMD EPYC (avx512_bf16) about one trace in three of either GAN ran at
-0.64x its usual speed (the reference: 1.96 instead of about 3.0 steps/s), its
-convolution kernels each taking about 1.8x as long. Tracing the same model
-again draws anew; the slow draws persisted with grappler off, with the
-remapper off, with oneDNN off, with one inter-op thread, with the
-single-threaded executor and with TensorFlow's BFC allocator. On a 2-core
-Zen 5 EPYC (CPU family 26, avx512_bf16) the slow draws came at 3.93 steps/s
-for the reference (about 5.5 when fast) and 7.9 for the bfloat16 GAN with the
-shift-add convolution (about 10.8), and persisted with 1, 3 or 4 intra-op
-threads, one inter-op thread, and glibc's malloc on huge pages or never
-trimming. So each model is timed over ``--traces`` traces (its train function
-rebuilt between them), and a seed's speed is its median trace.
+Both GANs read the same batches from ``fitbook.data.image_dataset``, which
+switches tf.data's autotuning off: with it on, on a 2-core Zen 5 EPYC (CPU
+family 26, avx512_bf16) about half of all new iterators made every step of
+either GAN run at two thirds of its speed, both worker threads idle a third
+of the time, for as long as the iterator lived. ``fit()`` makes a new
+iterator on every call, so each timed round (one call) was a new draw, and
+rounds in a row could all be slow. Each model is built from several seeds
+(starting weights) and its best round counts.
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/autotune_gan.py
 """
 
 import statistics
 
-import tensorflow as tf
-
 from _common import parser
-from fitbook.checks import positive_int
-from fitbook.data import load_fashion_mnist
+from fitbook.data import image_dataset, load_fashion_mnist
 from fitbook.gan import FIXED_RECIPE, build_gan, conv_name, tune_gan
 from fitbook.performance_flops import gan_step_flops
 from fitbook.performance_machine import describe_machine, matmul_flops
@@ -46,10 +38,7 @@ def main():
     options = parser(__doc__, steps=10, rounds=3)
     options.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                          help="starting weights to time both GANs from")
-    options.add_argument("--traces", type=int, default=3,
-                         help="train functions traced and timed per model and seed")
     args = options.parse_args()
-    positive_int("--traces", args.traces)
     set_seed(0)
     machine = describe_machine()
     print(f"CPU: {machine['model']}; {machine['cpus']} CPUs; {machine['vector']}; "
@@ -67,10 +56,7 @@ def main():
 
     (x_train, _), _ = load_fashion_mnist()
     batch = FIXED_RECIPE.batch_size
-    dataset = tf.data.Dataset.from_tensor_slices(x_train[:6400]).repeat()
-    dataset = dataset.batch(batch).prefetch(tf.data.AUTOTUNE)
-    # Both are built from several seeds (starting weights), and each is timed
-    # over several traces of its step (the docstring says why).
+    dataset = image_dataset(x_train[:6400], batch, repeat=True)
     ratios, rates = [], {}
     for seed in args.seeds:
         set_seed(seed)
@@ -78,23 +64,15 @@ def main():
                          precision=chosen.precision, conv=conv_name(chosen))
         models = {"autotuned GAN": ours, "reference GAN": build_reference()}
         runs = {name: dataset_run(m, dataset, args.steps) for name, m in models.items()}
-        per_trace = {name: [] for name in runs}
-        for trace in range(args.traces):
-            if trace:  # a fresh trace of each step function: a new draw
-                for model in models.values():
-                    model.make_train_function(force=True)
-            # warmed up, then alternating rounds: load hits both alike
-            measured = time_runs(runs, args.steps, rounds=args.rounds,
-                                 batch_size=batch)
-            for name, m in measured.items():
-                per_trace[name].append(m.steps_per_second)
-        median = {name: statistics.median(v) for name, v in per_trace.items()}
-        for name, values in per_trace.items():
-            rates.setdefault(name, []).append(median[name])
-            print(f"seed {seed}: {name:<14} traces "
-                  f"{', '.join(f'{v:.2f}' for v in values)} steps/s (each the best "
-                  f"of {args.rounds} rounds); median {median[name]:.2f}")
-        ratios.append(median["autotuned GAN"] / median["reference GAN"])
+        # warmed up, then alternating rounds: load hits both alike
+        measured = time_runs(runs, args.steps, rounds=args.rounds, batch_size=batch)
+        for name, m in measured.items():
+            rates.setdefault(name, []).append(m.steps_per_second)
+            print(f"seed {seed}: {name:<14} {m.steps_per_second:6.2f} steps/s "
+                  f"(best of {args.rounds} rounds; median "
+                  f"{m.median_steps_per_second:.2f})")
+        ratios.append(measured["autotuned GAN"].steps_per_second
+                      / measured["reference GAN"].steps_per_second)
     ratio = statistics.median(ratios)
     print(f"ratios per seed: {', '.join(f'{r:.2f}x' for r in ratios)}")
     target = 2.0 if machine["bf16_hardware"] else 1.0

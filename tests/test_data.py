@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from fitbook import data
 from fitbook.tools import check_data
@@ -166,3 +167,25 @@ def test_command_line_reports_location_and_errors(
     monkeypatch.setenv(data.DATA_DIR_ENV, str(fashion_mnist_dir))
     assert check_data.main(["--no-download"]) == 0
     assert "all four files verified" in capsys.readouterr().out
+
+
+def test_image_dataset_switches_autotuning_off_unless_asked():
+    x = np.arange(10, dtype="float32").reshape(10, 1, 1, 1)
+    assert data.image_dataset(x, 3).options().autotune.enabled is False
+    tuned = data.image_dataset(x, 3, autotune=True).options().autotune.enabled
+    assert tuned is not False  # None: not set, so tf.data's default, on
+    tuned = data.image_dataset(x, 3, seed=1, autotune=True)
+    same = [np.array_equal(a.numpy(), b.numpy())
+            for a, b in zip(data.image_dataset(x, 3, seed=1), tuned)]
+    assert same == [True] * 3  # the same batches either way
+
+
+def test_without_autotuning_keeps_the_elements_and_other_options():
+    options = tf.data.Options()
+    options.deterministic = False
+    dataset = tf.data.Dataset.range(5).with_options(options)
+    untuned = data.without_autotuning(dataset)
+    assert untuned.options().autotune.enabled is False
+    assert dataset.options().autotune.enabled is not False  # as it was: default
+    assert untuned.options().deterministic is False
+    assert [int(v) for v in untuned] == [0, 1, 2, 3, 4]

@@ -20,6 +20,7 @@ TIMING_NAMES = {
     "perf_counter", "time_runs", "time_steps", "timed_fit", "fit_throughput",
     "measure_throughput", "examples_per_second", "matmul_flops", "tune_gan",
     "tune_wgan_gp", "gan_layer_profile", "bias_gradient_times", "describe_machine",
+    "per_call_rates",
 }
 TUNED_BUILDERS = {"build_gan", "build_wgan_gp"}  # tune unless told both settings
 TUNED_TRAINERS = ("GanTrainer",)  # classes ending so tune unless told jit_compile

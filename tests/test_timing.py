@@ -1,6 +1,8 @@
 """The timing helper every throughput number uses. No assertion here depends on
 how fast anything runs."""
 
+import time
+
 import keras
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from fitbook.timing import (
     html_table,
     markdown_table,
     measurement_table,
+    per_call_rates,
     time_run,
     time_runs,
     time_steps,
@@ -38,6 +41,41 @@ def test_time_runs_excludes_warmup_and_counts_rounds():
     assert (m.name, m.steps, m.batch_size, len(m.seconds)) == ("a", 10, 8, 4)
     assert m.steps_per_second == pytest.approx(10 / min(m.seconds))
     assert m.samples_per_second == pytest.approx(8 * m.steps_per_second)
+
+
+def test_per_call_rates_times_every_call_after_one_untimed_call():
+    order = []
+
+    def make(name):
+        def run():
+            order.append(name)
+            return tf.constant(1.0)
+        return run
+
+    rates = per_call_rates({"a": make("a"), "b": make("b")}, steps=4, calls=3)
+    assert order == ["a", "b"] + ["a", "b"] * 3  # warm-up, then taking turns
+    assert {name: len(pairs) for name, pairs in rates.items()} == {"a": 3, "b": 3}
+    for pairs in rates.values():
+        assert all(rate > 0 and cpu >= 0 for rate, cpu in pairs)
+
+
+def test_per_call_rates_counts_the_cpu_time_of_the_work():
+    def busy():  # 0.05 s of pure Python work, all on this thread
+        end = time.process_time() + 0.05
+        while time.process_time() < end:
+            pass
+
+    (rate, cpu), = per_call_rates({"busy": busy}, steps=1, calls=1)["busy"]
+    assert 0.5 < cpu < 2.5  # about one core busy: CPU seconds per wall second
+    assert rate < 25  # at most 20 calls a second: each took its 0.05 s of work
+
+
+@pytest.mark.parametrize("kwargs", [{"steps": 0}, {"calls": 0}, {"calls": 1.5}])
+def test_per_call_rates_rejects_bad_counts(kwargs):
+    with pytest.raises(ValueError):
+        per_call_rates({"a": lambda: 1}, **{"steps": 1, "calls": 1, **kwargs})
+    with pytest.raises(ValueError, match="runs is empty"):
+        per_call_rates({}, steps=1)
 
 
 def test_time_steps_calls_the_step_steps_times_per_round():

@@ -159,36 +159,6 @@ def test_second_stage_tries_the_winners_variant_against_it(clock):
     assert T.Tuning.from_dict(record).chosen == BF16  # Keras' Conv2D
 
 
-def test_second_stage_pools_several_traces_per_contender(clock):
-    """A variant whose first model draws a slow trace still wins when a later
-    model of it is fast: the best round over its traces counts."""
-    shifted = Config("mixed_bfloat16", shift_add_conv=True)
-    seconds = {PLAIN.name: 1.0, BF16.name: 0.5, XLA.name: 0.8, BF16_XLA.name: 0.9}
-    made = []
-
-    def make_run(config):
-        made.append(config.name)
-        slow = config == shifted and made.count(config.name) == 1
-        cost = 0.8 if slow else seconds.get(config.name, 0.25)
-
-        def run():
-            clock.t += cost
-            return {"loss": 1.0}
-
-        return run
-
-    variants = {"shift_add_conv": True}
-    once = T.autotune(make_run, T.grid(), steps=4, variants=variants)
-    assert once.chosen == BF16  # one draw: the slow trace decides
-    made.clear()
-    pooled = T.autotune(make_run, T.grid(), steps=4, variants=variants, traces=3)
-    assert pooled.chosen == shifted
-    assert made.count(shifted.name) == 3 and made.count(BF16.name) == 3
-    assert pooled.second_stage == pytest.approx({BF16.name: 8.0, shifted.name: 16.0})
-    with pytest.raises(ValueError, match="traces"):
-        T.autotune(make_run, T.grid(), steps=4, traces=0)
-
-
 def test_second_stage_tries_every_combination_of_variants(clock):
     """Two switches: the winner with each one and with both take turns; the
     pair wins here, faster than either alone."""

@@ -208,14 +208,15 @@ def load_mnist():
     )
 
 
-def image_dataset(x, batch_size, seed=0, repeat=False, start=0):
+def image_dataset(x, batch_size, seed=0, repeat=False, start=0, autotune=False):
     """Shuffled batches of images (no labels), from batch ``start`` on.
 
     Batch ``b`` is a pure function of ``(seed, b)``: it belongs to epoch ``b //
     (len(x) // batch_size)``, a permutation of ``x`` drawn from ``(seed, epoch)``
     alone (without the last partial batch), so a run resumed at step ``start``
     sees exactly the batches an uninterrupted run would (chapters "A GAN",
-    "WGAN-GP").
+    "WGAN-GP"). tf.data's autotuning is off unless ``autotune``
+    (:func:`without_autotuning` says why).
     """
     n = len(x)
     per_epoch = n // batch_size
@@ -234,7 +235,21 @@ def image_dataset(x, batch_size, seed=0, repeat=False, start=0):
         return tf.gather(images, order)
 
     stop = np.iinfo("int64").max if repeat else per_epoch
-    return tf.data.Dataset.range(start, stop).map(batch).prefetch(tf.data.AUTOTUNE)
+    dataset = tf.data.Dataset.range(start, stop).map(batch).prefetch(tf.data.AUTOTUNE)
+    return dataset if autotune else without_autotuning(dataset)
+
+
+def without_autotuning(dataset):
+    """``dataset`` with tf.data's autotuning switched off (chapter "Performance").
+
+    ``fit()`` makes a new iterator of its dataset every epoch. While autotuning
+    is on, an iterator can, on some machines, leave TensorFlow's worker threads
+    idle part of every training step for as long as it lives: the chapter
+    measures fresh iterators both ways on yours.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 if __name__ == "__main__":  # `python -m fitbook.data` (chapter "Setup")

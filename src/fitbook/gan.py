@@ -297,7 +297,6 @@ def build_gan(recipe=SEED_RECIPE, seed=0, jit_compile=AUTO, precision=AUTO,
 
 
 TUNING_STEPS = 4  # GAN steps per timed round when tuning
-TUNING_TRACES = 3  # models (traces of the step) per contender of the second stage
 
 
 def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
@@ -311,12 +310,11 @@ def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
     in a second stage: the fastest of those is timed against itself with the
     shift-add last convolution (``ShiftAddConv2D``), with matmul bias
     gradients (``MatmulBiasConv2DTranspose``) and with both, three candidates
-    more instead of four times the grid, each over ``TUNING_TRACES`` fresh
-    models. A ``mixed_bfloat16`` candidate always has matmul bias gradients
-    (:func:`exact_bias_sums`), so for a bfloat16 winner only the shift-add
-    convolution is left to try. Every candidate starts from the same weights;
-    the random state of the caller is kept. Cached per machine
-    (``tuning.quiet_autotune``).
+    more instead of four times the grid. A ``mixed_bfloat16`` candidate always
+    has matmul bias gradients (:func:`exact_bias_sums`), so for a bfloat16
+    winner only the shift-add convolution is left to try. Every candidate
+    starts from the same weights; the random state of the caller is kept.
+    Cached per machine (``tuning.quiet_autotune``).
     """
     check_conv(conv, AUTO)
     fixed = {} if conv == AUTO else conv_fields(conv)
@@ -352,7 +350,7 @@ def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
     return quiet_autotune(
         f"gan, batch {recipe.batch_size}", make_run, candidates, steps,
         path=path, rounds=rounds, batch_size=recipe.batch_size,
-        eligible=eligible, variants=variants, traces=TUNING_TRACES)
+        eligible=eligible, variants=variants)
 
 
 def exact_bias_sums(config):

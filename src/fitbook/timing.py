@@ -131,6 +131,33 @@ def fit_run(model, x, y, batch_size):
     )
 
 
+def per_call_rates(runs, steps, calls=6):
+    """Steps per second and CPU use of every call of each run, taking turns.
+
+    Each run (name -> callable that performs ``steps`` steps) is called once
+    untimed, then ``calls`` times, the runs taking turns. A ``fit()`` run
+    (:func:`dataset_run`) makes a new iterator of its dataset on every call,
+    as each epoch of ``fit()`` does. Returns name -> one ``(steps per second,
+    CPU seconds per second)`` pair per call; the CPU time is that of all the
+    process's threads, so 2.0 means two cores busy throughout (chapter
+    "Performance").
+    """
+    positive_int("steps", steps)
+    positive_int("calls", calls)
+    if not runs:
+        raise ValueError("runs is empty: pass a dict of name -> callable.")
+    for run in runs.values():
+        finish(run())
+    rates = {name: [] for name in runs}
+    for _ in range(calls):
+        for name, run in runs.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            finish(run())
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            rates[name].append((steps / wall, cpu / wall))
+    return rates
+
+
 def dataset_run(model, dataset, steps):
     """A run: ``steps`` ``fit()`` steps on batches of a (repeated) ``dataset``
     (chapter "Performance")."""

@@ -172,7 +172,7 @@ class Tuning:
 
 
 def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
-             atol=0.05, eligible=None, variants=None, traces=1):
+             atol=0.05, eligible=None, variants=None):
     """Time every sound candidate; return a :class:`Tuning` with the fastest.
 
     ``make_run(config)`` returns a run: a callable that performs ``steps``
@@ -194,11 +194,7 @@ def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
     the second stage (both stages' raw rates: ``second_stage``; ``measurements``
     holds the first stage's). A switch tuned this way doubles the second stage,
     not the whole grid, on the assumption that the best setting of the other
-    options does not depend on it. The second stage is the close contest, and
-    a traced step can run slow for as long as its trace lives (chapter
-    "Performance"), so there each contender is timed over ``traces`` runs from
-    ``make_run`` (fresh models: fresh traces of their step), taking turns, and
-    the best round over all of them counts.
+    options does not depend on it.
     """
     candidates = list(candidates)
     if not candidates or candidates[0] != PLAIN:
@@ -209,7 +205,6 @@ def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
     if len(set(candidates)) != len(candidates):
         raise ValueError("candidates hold the same Config twice.")
     positive_int("steps", steps)
-    positive_int("traces", traces)
     runs = {config.name: make_run(config) for config in candidates}
     losses = {name: finish(run()) for name, run in runs.items()}  # warm-up
     reference = losses[PLAIN.name]
@@ -247,15 +242,9 @@ def autotune(make_run, candidates, steps, rounds=2, batch_size=1, rtol=0.1,
     stage = [chosen] + [c for c in tried if c.name not in rejected]
     if len(stage) == 1:
         return Tuning(chosen, rates, rejected, losses, steps, measurements=timed)
-    contest = {(c.name, 0): runs[c.name] for c in stage}
-    for trace in range(1, traces):  # more draws: each a new model, warmed up
-        for config in stage:
-            contest[config.name, trace] = make_run(config)
-            finish(contest[config.name, trace]())
-    again = time_runs(contest, steps, rounds, warmup=0, batch_size=batch_size)
-    second = {}  # each contender's best round over all its traces
-    for (name, _), measured in again.items():
-        second[name] = max(second.get(name, 0.0), measured.steps_per_second)
+    again = time_runs({c.name: runs[c.name] for c in stage}, steps, rounds,
+                      warmup=0, batch_size=batch_size)
+    second = {name: measured.steps_per_second for name, measured in again.items()}
     pace = rates[chosen.name] / second[chosen.name]  # the first stage's pace
     for config in stage[1:]:  # at that pace, so ratios to PLAIN stay comparable
         rates[config.name] = second[config.name] * pace
@@ -326,7 +315,8 @@ def cache_path(environ=os.environ):
     return Path.home() / ".cache" / "fitbook" / "tuning.json"
 
 
-RECORD_FORMAT = "record 2"  # in every cache key: older records are measured again
+RECORD_FORMAT = "record 3"  # in every cache key: older records are measured again
+# record 3: the GAN timed on data without tf.data autotuning, one model per contender
 
 
 def cache_key(model, candidates, steps, eligible=None, variants=None):
