@@ -12,12 +12,12 @@ Measured in one run, on this machine:
 
 Both GANs read the same batches from ``fitbook.data.image_dataset``, which
 switches tf.data's autotuning off: with it on, on a 2-core Zen 5 EPYC (CPU
-family 26, avx512_bf16) about half of all new iterators made every step of
-either GAN run at two thirds of its speed, both worker threads idle a third
-of the time, for as long as the iterator lived. ``fit()`` makes a new
-iterator on every call, so each timed round (one call) was a new draw, and
-rounds in a row could all be slow. Each model is built from several seeds
-(starting weights) and its best round counts.
+family 26, avx512_bf16) from about half to all of the new iterators, run to
+run, made every step of either GAN run at two thirds of its speed, both
+worker threads idle a third of the time, for as long as the iterator lived.
+``fit()`` makes a new iterator on every call, so each timed round (one call)
+was a new draw, and rounds in a row could all be slow. Each model is built
+from several seeds (starting weights) and its best round counts.
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/autotune_gan.py
 """

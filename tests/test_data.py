@@ -172,8 +172,8 @@ def test_command_line_reports_location_and_errors(
 def test_image_dataset_switches_autotuning_off_unless_asked():
     x = np.arange(10, dtype="float32").reshape(10, 1, 1, 1)
     assert data.image_dataset(x, 3).options().autotune.enabled is False
-    tuned = data.image_dataset(x, 3, autotune=True).options().autotune.enabled
-    assert tuned is not False  # None: not set, so tf.data's default, on
+    enabled = data.image_dataset(x, 3, autotune=True).options().autotune.enabled
+    assert enabled is not False  # None: not set, so tf.data's default, on
     tuned = data.image_dataset(x, 3, seed=1, autotune=True)
     same = [np.array_equal(a.numpy(), b.numpy())
             for a, b in zip(data.image_dataset(x, 3, seed=1), tuned)]
