@@ -5,6 +5,7 @@ generator."""
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import outputs_and_gradients
 from fitbook import models as M
@@ -107,3 +108,32 @@ def test_shift_kernel_moves_each_channel_by_its_tap():
                 np.testing.assert_allclose(
                     moved[0, :, :, channel],
                     x[0, a:a + 5 - kh + 1, b:b + 6 - kw + 1, channel], rtol=1e-6)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("kh, kw, filters", [(3, 3, 1), (2, 3, 2), (4, 1, 3)])
+def test_gather_kernel_moves_back(padding, kh, kw, filters):
+    """The moves' gradient in ``shift_add`` (``gather_kernel`` after
+    ``gradient_padding``'s zeros) is the adjoint of the moves: <moves(z), u>
+    equals <z, gradient(u)> for random z and u."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(2, 5, 6, kh * kw * filters)).astype("float32")
+    moved = tf.nn.depthwise_conv2d(z, M.shift_kernel(kh, kw, filters),
+                                   [1, 1, 1, 1], padding.upper())
+    per_tap = tf.reshape(moved, (2, *moved.shape[1:3], kh * kw, filters))
+    out = tf.reduce_sum(per_tap, axis=3)
+    u = rng.normal(size=out.shape).astype("float32")
+    back = [[0, 0], M.gradient_padding(kh, padding),
+            M.gradient_padding(kw, padding), [0, 0]]
+    gathered = tf.nn.conv2d(tf.pad(u, back), M.gather_kernel(kh, kw, filters), 1,
+                            "VALID")
+    assert gathered.shape == z.shape
+    np.testing.assert_allclose(float(tf.reduce_sum(out * u)),
+                               float(tf.reduce_sum(z * gathered)), rtol=1e-5)
+
+
+def test_gradient_padding_completes_conv2d_padding():
+    """Per side, Conv2D's zeros and the gradient's add up to size - 1."""
+    assert M.gradient_padding(7, "same") == [3, 3]
+    assert M.gradient_padding(4, "same") == [2, 1]  # Conv2D: 1 before, 2 after
+    assert M.gradient_padding(4, "valid") == [3, 3]

@@ -119,20 +119,58 @@ class ShiftAddConv2D(layers.Conv2D):
     def convolution_op(self, inputs, kernel):
         """The convolution of ``inputs`` with ``kernel``, without bias or
         activation (``Conv2D.call`` adds those)."""
-        kh, kw, cin, filters = kernel.shape
         if (self.strides != (1, 1) or self.dilation_rate != (1, 1) or self.groups
                 != 1 or self.data_format != "channels_last" or None in inputs.shape[1:3]
                 or self.padding not in ("same", "valid")):
             return super().convolution_op(inputs, kernel)
+        kh, kw, cin, filters = kernel.shape
         taps = keras.ops.reshape(keras.ops.transpose(kernel, (2, 0, 1, 3)),
                                  (cin, kh * kw * filters))
-        z = keras.ops.matmul(inputs, taps)  # (batch, H, W, kh * kw * filters)
-        moved = keras.ops.depthwise_conv(
-            z, keras.ops.cast(shift_kernel(kh, kw, filters), z.dtype),
-            padding=self.padding)  # channel (tap, filter): that tap's values, moved
-        height, width = moved.shape[1:3]
-        per_tap = keras.ops.reshape(moved, (-1, height, width, kh * kw, filters))
-        return keras.ops.sum(per_tap, axis=3)
+        return shift_add(inputs, taps, (kh, kw), self.padding)
+
+
+def shift_add(inputs, taps, size, padding):
+    """``ShiftAddConv2D``'s convolution: ``inputs`` times ``taps`` (channels by
+    tap and filter), each tap's values moved by its offset, summed over taps.
+
+    Its gradient is written out: the moves' gradient moves the output gradient
+    back to every tap at once, one ``Conv2D`` with one-hot kernels
+    (``gather_kernel``), instead of autodiff's copy per tap followed by the
+    depthwise convolution's own gradient; the matmul's two gradients are
+    autodiff's.
+    """
+    (kh, kw), filters = size, taps.shape[1] // (size[0] * size[1])
+    shift = tf.constant(shift_kernel(kh, kw, filters), inputs.dtype)
+    gather = tf.constant(gather_kernel(kh, kw, filters), inputs.dtype)
+    back = [[0, 0], *map(gradient_padding, size, (padding, padding)), [0, 0]]
+
+    @tf.custom_gradient
+    def convolve(x, taps):
+        pixels = tf.reshape(x, (-1, x.shape[-1]))
+        z = tf.reshape(tf.matmul(pixels, taps), (-1, *x.shape[1:3], taps.shape[1]))
+        moved = tf.nn.depthwise_conv2d(z, shift, [1, 1, 1, 1], padding.upper())
+        per_tap = tf.reshape(moved, (-1, *moved.shape[1:3], kh * kw, filters))
+
+        def gradients(upstream):
+            dz = tf.nn.conv2d(tf.pad(upstream, back), gather, 1, "VALID")
+            dz_pixels = tf.reshape(dz, (-1, taps.shape[1]))
+            dx = tf.matmul(dz_pixels, taps, transpose_b=True)
+            dtaps = tf.matmul(pixels, dz_pixels, transpose_a=True)
+            return tf.reshape(dx, tf.shape(x)), dtaps
+
+        return tf.reduce_sum(per_tap, axis=3), gradients
+
+    return convolve(inputs, taps)
+
+
+def gradient_padding(size, padding):
+    """[before, after]: the zeros around the output gradient along one axis in
+    ``shift_add``'s gradient, ``size - 1`` less ``Conv2D``'s own zeros on that
+    side (``"same"``: ``(size - 1) // 2`` before, the rest after), so that
+    moving back reaches every tap."""
+    before = (size - 1) // 2 if padding == "same" else 0
+    after = size - 1 - before if padding == "same" else 0
+    return [size - 1 - before, size - 1 - after]
 
 
 def shift_kernel(kh, kw, filters):
@@ -145,6 +183,15 @@ def shift_kernel(kh, kw, filters):
             first = (a * kw + b) * filters
             kernel[a, b, first:first + filters, 0] = 1.0
     return kernel
+
+
+def gather_kernel(kh, kw, filters):
+    """The ``Conv2D`` kernel (kh, kw, filters, kh*kw*filters) of the moves'
+    gradient in ``shift_add``: output channel (tap (a, b), filter f) reads
+    input channel f at the opposite offset (``shift_kernel`` flipped)."""
+    flipped = shift_kernel(kh, kw, filters)[::-1, ::-1, :, 0]  # (kh, kw, channels)
+    same_filter = np.arange(kh * kw * filters) % filters == np.arange(filters)[:, None]
+    return flipped[:, :, None, :] * same_filter
 
 
 @tf.custom_gradient

@@ -315,7 +315,7 @@ def cache_path(environ=os.environ):
     return Path.home() / ".cache" / "fitbook" / "tuning.json"
 
 
-RECORD_FORMAT = "record 3"  # in every cache key: older records are measured again
+RECORD_FORMAT = "record 4"  # in every cache key: older records are measured again
 # record 3: the GAN timed on data without tf.data autotuning, one model per contender
 
 
