@@ -1,5 +1,6 @@
 """Tests for fitbook.performance_machine: /proc/cpuinfo, clock, peak, matmul."""
 
+import numpy as np
 import pytest
 
 from fitbook.performance_machine import (
@@ -8,6 +9,7 @@ from fitbook.performance_machine import (
     describe_machine,
     estimate_peak,
     matmul_flops,
+    matmul_step,
     parse_cpuinfo,
     usable_cpus,
     vector_floats,
@@ -43,6 +45,16 @@ def test_matmul_flops_is_positive():
     assert matmul_flops(n=32, steps=1, rounds=1) > 0
     for jit in (False, True):
         assert matmul_flops(32, "bfloat16", 1, 1, jit_compile=jit) > 0
+
+
+@pytest.mark.parametrize("jit", [None, False, True])
+def test_matmul_step_multiplies_the_same_matrices_each_call(jit):
+    step = matmul_step(16, "bfloat16", jit_compile=jit)
+    first, second = step(), step()
+    assert first.shape == (16, 16) and first.dtype.name == "bfloat16"
+    assert np.array_equal(np.asarray(first, "float32"), np.asarray(second, "float32"))
+    with pytest.raises(ValueError, match="n"):
+        matmul_step(0)
 
 
 def test_parse_intel_avx512():

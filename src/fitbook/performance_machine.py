@@ -152,6 +152,18 @@ def describe_machine(cpuinfo=CPUINFO, cpufreq_max=CPUFREQ_MAX):
     }
 
 
+def matmul_step(n=2048, dtype="float32", jit_compile=None):
+    """A callable that multiplies two fixed random n x n matrices of ``dtype``
+    (2 n**3 FLOPs a call); ``jit_compile`` as for :func:`matmul_flops`."""
+    positive_int("n", n)
+    a = tf.cast(tf.random.stateless_normal((n, n), seed=[0, 1]), dtype)
+    b = tf.cast(tf.random.stateless_normal((n, n), seed=[0, 2]), dtype)
+    product = tf.matmul
+    if jit_compile is not None:
+        product = tf.function(tf.matmul, jit_compile=jit_compile)
+    return lambda: product(a, b)
+
+
 def matmul_flops(n=2048, dtype="float32", steps=3, rounds=3, jit_compile=None):
     """Measured FLOP/s of an n x n matmul (2 n**3 FLOPs), best of ``rounds``.
 
@@ -160,11 +172,6 @@ def matmul_flops(n=2048, dtype="float32", steps=3, rounds=3, jit_compile=None):
     the op eagerly (TensorFlow's own kernel); True or False runs it in a
     ``tf.function`` compiled by XLA or not, to see which kernels each uses.
     """
-    positive_int("n", n)
-    a = tf.cast(tf.random.stateless_normal((n, n), seed=[0, 1]), dtype)
-    b = tf.cast(tf.random.stateless_normal((n, n), seed=[0, 2]), dtype)
-    product = tf.matmul
-    if jit_compile is not None:
-        product = tf.function(tf.matmul, jit_compile=jit_compile)
-    measurement = time_steps(lambda: product(a, b), steps, rounds, name=dtype)
+    step = matmul_step(n, dtype, jit_compile)
+    measurement = time_steps(step, steps, rounds, name=dtype)
     return 2 * n**3 * measurement.steps_per_second

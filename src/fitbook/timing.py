@@ -100,10 +100,10 @@ def time_runs(runs, steps, rounds=3, warmup=1, batch_size=1):
     }
 
 
-
 def time_run(name, run, steps, repeats=3, batch_size=1):
     """The Measurement of one contender: ``time_runs({name: run}, ...)[name]``."""
     return time_runs({name: run}, steps, rounds=repeats, batch_size=batch_size)[name]
+
 
 def time_steps(step, steps, rounds=3, warmup=1, name="step", batch_size=1):
     """Time a one-step callable ``step``: ``steps`` calls per round (after
