@@ -30,7 +30,7 @@ from _common import parser
 from fitbook.data import image_dataset, load_fashion_mnist
 from fitbook.gan import FIXED_RECIPE, build_gan, conv_name, tune_gan
 from fitbook.performance_flops import gan_step_flops
-from fitbook.performance_machine import describe_machine, matmul_step
+from fitbook.performance_machine import describe_machine, matmul_runs
 from fitbook.reproducibility import set_seed
 from fitbook.timing import dataset_run, time_runs
 from gan_steps import build_reference
@@ -61,8 +61,7 @@ def main():
     dataset = image_dataset(x_train[:6400], batch, repeat=True)
     dtype = "bfloat16" if chosen.precision == "mixed_bfloat16" else "float32"
     n = 2048  # each product: 2 n**3 FLOPs
-    matmuls = {f"{dtype} matmul{', XLA' if jit else ''}": matmul_step(n, dtype, jit)
-               for jit in (False, True)}
+    matmuls = matmul_runs([dtype], args.steps, n)  # TensorFlow's kernel and XLA
     ratios, rates, shares = [], {}, []
     for seed in args.seeds:
         set_seed(seed)
@@ -70,8 +69,7 @@ def main():
                          precision=chosen.precision, conv=conv_name(chosen))
         models = {"autotuned GAN": ours, "reference GAN": build_reference()}
         runs = {name: dataset_run(m, dataset, args.steps) for name, m in models.items()}
-        runs.update({name: repeated(product, args.steps)
-                     for name, product in matmuls.items()})
+        runs.update(matmuls)
         # warmed up, then alternating rounds: load hits all of them alike
         measured = time_runs(runs, args.steps, rounds=args.rounds, batch_size=batch)
         for name, m in measured.items():
@@ -96,15 +94,6 @@ def main():
     print(f"(b) chosen GAN step {achieved / 1e9:.1f} GFLOP/s / {dtype} matmul "
           f"{ceiling / 1e9:.1f} GFLOP/s = {100 * achieved / ceiling:.1f} %, median "
           "over seeds (target >= 60 %)")
-
-
-def repeated(step, steps):
-    """A run that calls ``step`` ``steps`` times and returns the last result."""
-    def run():
-        for _ in range(steps - 1):
-            step()
-        return step()
-    return run
 
 
 def median_share(shares):

@@ -9,6 +9,7 @@ from fitbook.performance_machine import (
     describe_machine,
     estimate_peak,
     matmul_flops,
+    matmul_runs,
     matmul_step,
     parse_cpuinfo,
     usable_cpus,
@@ -55,6 +56,14 @@ def test_matmul_step_multiplies_the_same_matrices_each_call(jit):
     assert np.array_equal(np.asarray(first, "float32"), np.asarray(second, "float32"))
     with pytest.raises(ValueError, match="n"):
         matmul_step(0)
+
+
+def test_matmul_runs_name_each_dtype_and_way_once():
+    runs = matmul_runs(["bfloat16", "float32", "bfloat16"], steps=2, n=8)
+    assert list(runs) == ["bfloat16 matmul", "bfloat16 matmul, XLA",
+                          "float32 matmul", "float32 matmul, XLA"]
+    product = runs["float32 matmul, XLA"]()
+    assert product.shape == (8, 8) and product.dtype.name == "float32"
 
 
 def test_parse_intel_avx512():

@@ -19,6 +19,7 @@ from fitbook.timing import (
     markdown_table,
     measurement_table,
     per_call_rates,
+    step_run,
     time_run,
     time_runs,
     time_steps,
@@ -84,6 +85,15 @@ def test_time_steps_calls_the_step_steps_times_per_round():
     m = time_steps(step, steps=5, rounds=3, warmup=2, name="count")
     assert int(counter.numpy()) == 2 + 5 * 3
     assert (m.name, m.steps, len(m.seconds)) == ("count", 5, 3)
+
+
+def test_step_run_calls_the_step_steps_times_and_returns_the_last():
+    calls = []
+    run = step_run(lambda: calls.append(len(calls)) or len(calls), steps=4)
+    assert calls == []  # nothing runs until the run is called
+    assert run() == 4 and calls == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="steps"):
+        step_run(lambda: None, steps=0)
 
 
 def test_finish_reads_nested_tensors_back():

@@ -13,7 +13,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from fitbook.checks import positive_int
-from fitbook.timing import time_steps
+from fitbook.timing import step_run, time_steps
 
 CPUINFO = Path("/proc/cpuinfo")
 
@@ -162,6 +162,16 @@ def matmul_step(n=2048, dtype="float32", jit_compile=None):
     if jit_compile is not None:
         product = tf.function(tf.matmul, jit_compile=jit_compile)
     return lambda: product(a, b)
+
+
+def matmul_runs(dtypes, steps, n=2048):
+    """Name -> run of ``steps`` n x n products, for each dtype, by TensorFlow's
+    kernel (``"bfloat16 matmul"``) and by XLA (``"bfloat16 matmul, XLA"``):
+    runs to time in turns with a model's steps, for a ceiling measured under
+    the same load (chapter "Performance")."""
+    return {f"{dtype} matmul{', XLA' if jit else ''}":
+            step_run(matmul_step(n, dtype, jit), steps)
+            for dtype in dict.fromkeys(dtypes) for jit in (False, True)}
 
 
 def matmul_flops(n=2048, dtype="float32", steps=3, rounds=3, jit_compile=None):

@@ -105,22 +105,26 @@ def time_run(name, run, steps, repeats=3, batch_size=1):
     return time_runs({name: run}, steps, rounds=repeats, batch_size=batch_size)[name]
 
 
-def time_steps(step, steps, rounds=3, warmup=1, name="step", batch_size=1):
-    """Time a one-step callable ``step``: ``steps`` calls per round (after
-    ``warmup`` untimed calls); return a Measurement (chapter "Performance")."""
+def step_run(step, steps):
+    """A run: ``steps`` calls of the one-step callable ``step``, returning the
+    last result, which ``time_runs`` reads back (chapter "Performance")."""
     positive_int("steps", steps)
 
     def run():
         result = None
         for _ in range(steps):
             result = step()
-        return result  # time_runs reads the last result back
+        return result
 
-    def warm():
-        for _ in range(warmup):
-            finish(step())
+    return run
 
-    warm()
+
+def time_steps(step, steps, rounds=3, warmup=1, name="step", batch_size=1):
+    """Time a one-step callable ``step``: ``steps`` calls per round (after
+    ``warmup`` untimed calls); return a Measurement (chapter "Performance")."""
+    run = step_run(step, steps)
+    for _ in range(warmup):
+        finish(step())
     return time_runs({name: run}, steps, rounds, 0, batch_size)[name]
 
 
