@@ -317,6 +317,7 @@ def cache_path(environ=os.environ):
 
 RECORD_FORMAT = "record 4"  # in every cache key: older records are measured again
 # record 3: the GAN timed on data without tf.data autotuning, one model per contender
+# record 4: ShiftAddConv2D with its written-out gradient (faster; same function)
 
 
 def cache_key(model, candidates, steps, eligible=None, variants=None):
