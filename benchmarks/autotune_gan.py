@@ -30,7 +30,7 @@ from _common import parser
 from fitbook.data import image_dataset, load_fashion_mnist
 from fitbook.gan import FIXED_RECIPE, build_gan, conv_name, tune_gan
 from fitbook.performance_flops import gan_step_flops
-from fitbook.performance_machine import describe_machine, matmul_runs
+from fitbook.performance_machine import describe_machine, matmul_ceiling, matmul_runs
 from fitbook.reproducibility import set_seed
 from fitbook.timing import dataset_run, time_runs
 from gan_steps import build_reference
@@ -59,10 +59,9 @@ def main():
     (x_train, _), _ = load_fashion_mnist()
     batch = FIXED_RECIPE.batch_size
     dataset = image_dataset(x_train[:6400], batch, repeat=True)
-    dtype = "bfloat16" if chosen.precision == "mixed_bfloat16" else "float32"
-    n = 2048  # each product: 2 n**3 FLOPs
-    matmuls = matmul_runs([dtype], args.steps, n)  # TensorFlow's kernel and XLA
-    ratios, rates, shares = [], {}, []
+    dtype = chosen.compute_dtype
+    matmuls = matmul_runs([dtype], args.steps)  # TensorFlow's kernel and XLA
+    ratios, shares = [], []
     for seed in args.seeds:
         set_seed(seed)
         ours = build_gan(FIXED_RECIPE, jit_compile=chosen.jit_compile,
@@ -73,7 +72,6 @@ def main():
         # warmed up, then alternating rounds: load hits all of them alike
         measured = time_runs(runs, args.steps, rounds=args.rounds, batch_size=batch)
         for name, m in measured.items():
-            rates.setdefault(name, []).append(m.steps_per_second)
             unit = "steps/s" if name in models else "products/s"
             print(f"seed {seed}: {name:<22} {m.steps_per_second:6.2f} {unit} (best of "
                   f"{args.rounds} rounds; median {m.median_steps_per_second:.2f})")
@@ -81,7 +79,7 @@ def main():
                       / measured["reference GAN"].steps_per_second)
         flops = gan_step_flops(ours.generator, ours.discriminator, batch)
         achieved = flops * measured["autotuned GAN"].steps_per_second
-        ceiling = 2 * n**3 * max(measured[name].steps_per_second for name in matmuls)
+        ceiling = matmul_ceiling(measured, dtype)
         shares.append((achieved, ceiling))
         print(f"seed {seed}: GAN step {achieved / 1e9:.1f} GFLOP/s, {dtype} matmul "
               f"{ceiling / 1e9:.1f} GFLOP/s: {100 * achieved / ceiling:.1f} %")
@@ -100,6 +98,7 @@ def median_share(shares):
     """The (achieved, ceiling) pair of median ratio among ``shares``."""
     ordered = sorted(shares, key=lambda pair: pair[0] / pair[1])
     return ordered[len(ordered) // 2]
+
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,7 @@
 """Tests for fitbook.performance_machine: /proc/cpuinfo, clock, peak, matmul."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -8,7 +10,9 @@ from fitbook.performance_machine import (
     clock_ghz,
     describe_machine,
     estimate_peak,
+    matmul_ceiling,
     matmul_flops,
+    matmul_name,
     matmul_runs,
     matmul_step,
     parse_cpuinfo,
@@ -64,6 +68,17 @@ def test_matmul_runs_name_each_dtype_and_way_once():
                           "float32 matmul", "float32 matmul, XLA"]
     product = runs["float32 matmul, XLA"]()
     assert product.shape == (8, 8) and product.dtype.name == "float32"
+    assert matmul_name("float32", True) == "float32 matmul, XLA"
+
+
+def test_matmul_ceiling_takes_the_faster_product_of_the_dtype():
+    def products(rate):  # a Measurement-like: products per second
+        return SimpleNamespace(steps_per_second=rate)
+
+    measured = {"bfloat16 matmul": products(40.0),
+                "bfloat16 matmul, XLA": products(20.0),
+                "float32 matmul": products(99.0)}
+    assert matmul_ceiling(measured, "bfloat16", n=10) == 2 * 10**3 * 40.0
 
 
 def test_parse_intel_avx512():

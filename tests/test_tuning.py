@@ -101,6 +101,8 @@ def test_soundness():
 
 def test_config_grid_and_restrict():
     assert PLAIN.name == "float32, no XLA"
+    assert [Config(p).compute_dtype for p in T.PRECISIONS] == [
+        "float32", "bfloat16", "float16"]
     assert Config("mixed_bfloat16", True, 8).name == (
         "mixed_bfloat16, XLA, steps_per_execution=8")
     with pytest.raises(ValueError, match="precision must be one of"):

@@ -142,7 +142,7 @@ def shift_add(inputs, taps, size, padding):
     (kh, kw), filters = size, taps.shape[1] // (size[0] * size[1])
     shift = tf.constant(shift_kernel(kh, kw, filters), inputs.dtype)
     gather = tf.constant(gather_kernel(kh, kw, filters), inputs.dtype)
-    back = [[0, 0], *map(gradient_padding, size, (padding, padding)), [0, 0]]
+    back = [[0, 0], *(gradient_padding(k, padding) for k in size), [0, 0]]
 
     @tf.custom_gradient
     def convolve(x, taps):

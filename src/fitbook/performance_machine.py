@@ -169,9 +169,20 @@ def matmul_runs(dtypes, steps, n=2048):
     kernel (``"bfloat16 matmul"``) and by XLA (``"bfloat16 matmul, XLA"``):
     runs to time in turns with a model's steps, for a ceiling measured under
     the same load (chapter "Performance")."""
-    return {f"{dtype} matmul{', XLA' if jit else ''}":
-            step_run(matmul_step(n, dtype, jit), steps)
+    return {matmul_name(dtype, jit): step_run(matmul_step(n, dtype, jit), steps)
             for dtype in dict.fromkeys(dtypes) for jit in (False, True)}
+
+
+def matmul_name(dtype, jit_compile):
+    """The name :func:`matmul_runs` gives the run of ``dtype``'s product."""
+    return f"{dtype} matmul{', XLA' if jit_compile else ''}"
+
+
+def matmul_ceiling(measurements, dtype, n=2048):
+    """FLOP/s of the faster of ``dtype``'s two products, from the
+    measurements (``timing.time_runs``) of :func:`matmul_runs`' runs."""
+    return 2 * n**3 * max(measurements[matmul_name(dtype, jit)].steps_per_second
+                          for jit in (False, True))
 
 
 def matmul_flops(n=2048, dtype="float32", steps=3, rounds=3, jit_compile=None):

@@ -83,6 +83,12 @@ class Config:
             parts.append("matmul bias gradient")
         return ", ".join(parts)
 
+    @property
+    def compute_dtype(self):
+        """The dtype the layers compute in: ``"bfloat16"`` under
+        ``mixed_bfloat16``, ``"float16"`` under ``mixed_float16``."""
+        return keras.DTypePolicy(self.precision).compute_dtype
+
 
 PLAIN = Config()  # float32, no XLA, one step per call, Keras' Conv2D: the reference
 
