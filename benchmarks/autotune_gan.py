@@ -3,8 +3,9 @@
 Measured in one run, on this machine:
 (a) the GAN step in the configuration ``fitbook.gan.tune_gan`` chooses (measured
     now, not read from the cache; precision x XLA, then for the winner how
-    the generator's convolutions compute: Keras' layers, the shift-add last
-    convolution, matmul bias gradients, or both) over the
+    the networks' convolutions compute: Keras' layers, the shift-add last
+    convolution, matmul bias gradients, kernel gradients by phases, or any
+    combination) over the
     plain keras.io-style reference GAN (float32, no XLA) of ``gan_steps.py``.
     Targets: >= 2.0x on a CPU with bfloat16 instructions, >= 1.0x anywhere;
 (b) the FLOP/s the chosen step achieves over the measured matmul of the dtype
@@ -53,8 +54,7 @@ def main():
         print(f"  second stage (the winner against its variants): "
               f"{name:<40} {rate:6.2f} steps/s")
     chosen = tuning.chosen
-    print(f"chosen: {chosen.name} (generator's last convolution: "
-          f"{conv_name(chosen)})")
+    print(f"chosen: {chosen.name} (conv setting: {conv_name(chosen)})")
 
     (x_train, _), _ = load_fashion_mnist()
     batch = FIXED_RECIPE.batch_size

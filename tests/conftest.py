@@ -15,6 +15,7 @@ import yaml
 from fitbook import data
 from fitbook.reproducibility import set_seed
 from fitbook.sample_weights import make_classifier
+from fitbook.tuning import dtype_policy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,3 +127,21 @@ def outputs_and_gradients(layer, x):
         loss = tf.reduce_sum(tf.cast(y, "float32") ** 2)
     values = [y, *tape.gradient(loss, [x, *layer.trainable_weights])]
     return [np.asarray(tf.cast(v, "float32")) for v in values]
+
+
+def twin_layers(keras_class, other_class, policy, shape, *args, **options):
+    """``keras_class`` built as float32 (the exact sums) and ``other_class``
+    built under ``policy``, both from ``args`` and ``options``, built for
+    ``shape`` and given the same random weights. With a sigmoid activation the
+    outputs stay positive, so that a bias gradient does not cancel."""
+    made = []
+    for layer_class, building in ((keras_class, "float32"), (other_class, policy)):
+        with dtype_policy(building):
+            layer = layer_class(*args, **options)
+        layer.build(shape)
+        made.append(layer)
+    rng = np.random.default_rng(1)
+    weights = [0.3 * rng.normal(size=w.shape) for w in made[0].get_weights()]
+    for layer in made:
+        layer.set_weights(weights)
+    return made

@@ -141,9 +141,9 @@ def test_build_gan_leaves_tensorflow_graph_options_alone(tuned):
 def test_tune_gan_measures_real_candidates(tmp_path, capfd):
     """Two real candidates without XLA, one step each, float32 and bf16 with
     matmul bias gradients (exact_bias_sums); then the winner against itself
-    with the shift-add convolution, and for float32 also with matmul bias
-    gradients and both: all sound (bf16 close to float32), the record is
-    written to the given cache file."""
+    with every combination of the shift-add convolution, phase kernel
+    gradients and (for float32) matmul bias gradients: all sound (bf16 close
+    to float32), the record is written to the given cache file."""
     keras.utils.set_random_seed(0)
     expected = keras.random.normal((2,))  # the caller's random state is kept
     keras.utils.set_random_seed(0)
@@ -153,8 +153,9 @@ def test_tune_gan_measures_real_candidates(tmp_path, capfd):
     bf16 = Config("mixed_bfloat16", matmul_bias_grad=True)
     winner = max((PLAIN, bf16), key=lambda c: result.steps_per_second[c.name])
     variants = {G.exact_bias_sums(Config(winner.precision, shift_add_conv=s,
-                                         matmul_bias_grad=b)).name
-                for s, b in ((True, False), (False, True), (True, True))}
+                                         matmul_bias_grad=b,
+                                         phase_kernel_grads=g)).name
+                for s in (False, True) for b in (False, True) for g in (False, True)}
     variants.discard(winner.name)
     assert set(result.steps_per_second) == {PLAIN.name, bf16.name, *variants}
     assert set(result.second_stage) == {winner.name, *variants}

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import outputs_and_gradients
+from conftest import outputs_and_gradients, twin_layers
 from fitbook import models as M
 from fitbook.models import MatmulBiasConv2DTranspose, add_bias
-from fitbook.tuning import dtype_policy
 
 # Largest |difference| from float32's Conv2DTranspose over its largest |value|:
 # float32 sums the bias gradient in another order; bfloat16 keeps 8 significant
@@ -20,21 +19,10 @@ TOLERANCE = {"float32": 1e-5, "mixed_bfloat16": 5e-2}
 
 
 def twins(policy, shape=(2, 5, 4, 3), **options):
-    """A Conv2DTranspose built as float32 (the exact sums) and a
-    MatmulBiasConv2DTranspose built under ``policy``, with the same weights.
-    A sigmoid keeps outputs positive, so the bias gradient does not cancel."""
-    made = []
-    for kind, building in ((keras.layers.Conv2DTranspose, "float32"),
-                           (MatmulBiasConv2DTranspose, policy)):
-        with dtype_policy(building):
-            layer = kind(4, 3, activation="sigmoid", **options)
-        layer.build(shape)
-        made.append(layer)
-    rng = np.random.default_rng(1)
-    weights = [0.3 * rng.normal(size=w.shape) for w in made[0].get_weights()]
-    for layer in made:
-        layer.set_weights(weights)
-    return made
+    """A Conv2DTranspose built as float32 and a MatmulBiasConv2DTranspose built
+    under ``policy``, with the same weights (``twin_layers``)."""
+    return twin_layers(keras.layers.Conv2DTranspose, MatmulBiasConv2DTranspose,
+                       policy, shape, 4, 3, activation="sigmoid", **options)
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])

@@ -18,8 +18,6 @@ from fitbook.performance import (
     encode_png,
     gan_layer_profile,
     gan_layer_runs,
-    gan_runs,
-    gan_under_policy,
     image_pipeline,
     layer_profile_figure,
     pipeline_runs,
@@ -27,7 +25,7 @@ from fitbook.performance import (
     study_scores,
     to_uint8,
 )
-from fitbook.timing import finish
+from fitbook.timing import Measurement, finish
 from fitbook.tuning import PLAIN, Config
 
 # ---------------------------------------------------------------- dtype policy
@@ -159,21 +157,6 @@ def test_pipeline_runs_fit_steps(png_and_labels):
     assert len(history.history["loss"]) == 1
 
 
-def test_gan_under_policy_builds_in_the_policy_and_restores_it():
-    gan = gan_under_policy("mixed_bfloat16", jit_compile=False)
-    assert keras.mixed_precision.global_policy().name == "float32"
-    assert gan.generator.layers[0].compute_dtype == "bfloat16"
-    assert gan.generator.layers[0].kernel.dtype == "float32"
-
-
-def test_gan_runs_name_each_policy_and_train():
-    x = np.random.default_rng(0).random((64, 28, 28, 1), dtype=np.float32)
-    runs = gan_runs(x, steps=1, policies=("mixed_bfloat16",), jit_compile=False)
-    assert list(runs) == ["GAN step, mixed_bfloat16"]
-    history = runs["GAN step, mixed_bfloat16"]()
-    assert np.isfinite(history.history["d_loss"][0])
-
-
 def test_classifier_grid_runs_name_each_config_and_train():
     x = np.random.default_rng(0).random((16, 28, 28, 1), dtype=np.float32)
     y = np.arange(16) % 10
@@ -296,6 +279,39 @@ def test_bias_gradient_runs_give_the_column_sums_both_ways():
     times = P.bias_gradient_times(shape, steps=1, rounds=1)
     assert set(times) == {"float32", "bfloat16"}
     assert all(set(w) == {"BiasAddGrad", "matmul"} and min(w.values()) > 0
+               for w in times.values())
+
+
+def test_seconds_by_way_nests_the_best_rounds():
+    measured = {("a", "x"): Measurement("a", 2, (1.0, 0.5)),
+                ("a", "y"): Measurement("a", 2, (4.0,)),
+                ("b", "x"): Measurement("b", 1, (0.3, 0.2))}
+    assert P.seconds_by_way(measured) == {"a": {"x": 0.25, "y": 2.0}, "b": {"x": 0.2}}
+
+
+def test_strided_layers_are_the_four_stride_2_convolutions():
+    layers = P.strided_layers(batch_size=8)
+    assert {name: shape for name, (_, shape) in layers.items()} == {
+        "G4 Conv2DTranspose": (8, 7, 7, 128), "G6 Conv2DTranspose": (8, 14, 14, 128),
+        "D1 Conv2D": (16, 28, 28, 1), "D3 Conv2D": (16, 14, 14, 64)}
+
+
+def test_kernel_gradient_runs_agree_both_ways(monkeypatch):
+    """Both ways give the same kernel gradient of each strided layer (float32,
+    a batch of 2 to keep it quick); the times name every layer and way."""
+    small = P.strided_layers(batch_size=1)
+    monkeypatch.setattr(P, "strided_layers", lambda: small)
+    runs = P.kernel_gradient_runs(steps=1, dtype="float32")
+    assert set(runs) == {(n, w) for n in small for w in ("TensorFlow", "phases")}
+    for name, (layer, _) in small.items():
+        expected = np.asarray(finish(runs[name, "TensorFlow"]()))
+        got = np.asarray(finish(runs[name, "phases"]()))
+        assert got.shape == expected.shape == tuple(layer.kernel.shape)
+        np.testing.assert_allclose(got, expected, rtol=1e-4,
+                                   atol=1e-4 * np.abs(expected).max())
+    times = P.kernel_gradient_times(steps=1, rounds=1, dtype="float32")
+    assert set(times) == set(small)
+    assert all(set(w) == {"TensorFlow", "phases"} and min(w.values()) > 0
                for w in times.values())
 
 

@@ -31,10 +31,13 @@ from fitbook.models import (
     CONVS,
     LATENT_DIM,
     MATMUL_BIAS,
+    PHASE_GRADS,
     MatmulBiasConv2DTranspose,
+    PhaseGradConv2DTranspose,
     ShiftAddConv2D,
     build_discriminator,
     build_generator,
+    conv_parts,
 )
 from fitbook.quality import make_scorer
 from fitbook.reproducibility import set_seed
@@ -276,7 +279,7 @@ def build_gan(recipe=SEED_RECIPE, seed=0, jit_compile=AUTO, precision=AUTO,
 
     ``precision`` is the Keras dtype policy the networks are built under
     (``None``: the global one as it is), ``jit_compile`` whether XLA compiles
-    the step, and ``conv`` how the generator's convolutions compute (one of
+    the step, and ``conv`` how the networks' convolutions compute (one of
     ``models.CONVS``, see ``build_generator``). ``"auto"`` (the
     default) takes what measured fastest, among sound choices, on this machine
     (:func:`tune_gan`, cached); explicit values skip the measurement, as the
@@ -287,7 +290,7 @@ def build_gan(recipe=SEED_RECIPE, seed=0, jit_compile=AUTO, precision=AUTO,
     building = contextlib.nullcontext() if precision is None else dtype_policy(
         precision)
     with building:  # layers take the global policy when they are created
-        gan = GAN(build_generator(conv=conv), build_discriminator(), seed=seed)
+        gan = GAN(build_generator(conv=conv), build_discriminator(conv), seed=seed)
     d_optimizer, g_optimizer = make_optimizers(recipe)
     loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
     gan.compile(
@@ -306,13 +309,15 @@ def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
 
     Float32 or ``mixed_bfloat16``, XLA or not: the step is long, so running
     several per call (``steps_per_execution``) changes nothing worth its cost.
-    With ``conv="auto"``, how the generator's convolutions compute is chosen
-    in a second stage: the fastest of those is timed against itself with the
-    shift-add last convolution (``ShiftAddConv2D``), with matmul bias
-    gradients (``MatmulBiasConv2DTranspose``) and with both, three candidates
-    more instead of four times the grid. A ``mixed_bfloat16`` candidate always
-    has matmul bias gradients (:func:`exact_bias_sums`), so for a bfloat16
-    winner only the shift-add convolution is left to try. Every candidate
+    With ``conv="auto"``, how the convolutions compute is chosen in a second
+    stage: the fastest of those is timed against itself with the shift-add
+    last convolution (``ShiftAddConv2D``), with matmul bias gradients
+    (``MatmulBiasConv2DTranspose``), with the kernel gradients of the layers
+    on the 7x7 grid by phases (``PhaseGradConv2DTranspose``,
+    ``PhaseGradConv2D``) and with every combination of those, seven
+    candidates more instead of eight times the grid. A ``mixed_bfloat16``
+    candidate always has matmul bias gradients (:func:`exact_bias_sums`), so
+    for a bfloat16 winner three are left to try. Every candidate
     starts from the same weights; the random state of the caller is kept.
     Cached per machine (``tuning.quiet_autotune``).
     """
@@ -324,8 +329,9 @@ def tune_gan(precision=AUTO, jit_compile=AUTO, steps=TUNING_STEPS, rounds=2,
     if conv == AUTO:  # bfloat16 candidates keep their bias gradients' sums
         candidates, eligible = ([*dict.fromkeys(map(exact_bias_sums, configs))]
                                 for configs in (candidates, eligible))
-    both = {"shift_add_conv": True, "matmul_bias_grad": True}  # and each alone
-    variants = both if conv == AUTO else None
+    every = {"shift_add_conv": True, "matmul_bias_grad": True,
+             "phase_kernel_grads": True}  # each alone, and every combination
+    variants = every if conv == AUTO else None
     recipe = FIXED_RECIPE
     images = load_fashion_mnist()[0][0][: recipe.batch_size * steps]
     start = []  # the first model's weights: every candidate starts from them
@@ -382,7 +388,7 @@ def tuned_settings(precision, jit_compile, conv=AUTO):
 
 
 def check_conv(conv, *also):
-    """``conv`` if it names a way of computing the generator's convolutions."""
+    """``conv`` if it names a way of computing the GAN's convolutions."""
     if conv not in (*CONVS, *also):
         raise ValueError(f"conv must be one of {(*CONVS, *also)}, got {conv!r}.")
     return conv
@@ -391,16 +397,18 @@ def check_conv(conv, *also):
 def conv_name(config):
     """The ``conv`` setting of a ``tuning.Config``: ``"keras"`` or
     ``"shift_add"``, with ``"+matmul_bias"`` if its bias gradients are
-    matmuls."""
+    matmuls, then ``"+phase_grads"`` if its 7x7 layers' kernel gradients are
+    computed by phases."""
     last = "shift_add" if config.shift_add_conv else "keras"
-    return last + (MATMUL_BIAS if config.matmul_bias_grad else "")
+    return (last + (MATMUL_BIAS if config.matmul_bias_grad else "")
+            + (PHASE_GRADS if config.phase_kernel_grads else ""))
 
 
 def conv_fields(conv):
     """The ``tuning.Config`` fields that say what ``conv`` says."""
-    check_conv(conv)
-    return {"shift_add_conv": conv.startswith("shift_add"),
-            "matmul_bias_grad": conv.endswith(MATMUL_BIAS)}
+    last, matmul_bias, phase_grads = conv_parts(conv)
+    return {"shift_add_conv": last == "shift_add", "matmul_bias_grad": matmul_bias,
+            "phase_kernel_grads": phase_grads}
 
 
 def conv_of(generator):
@@ -408,7 +416,8 @@ def conv_of(generator):
     def has(kind):
         return any(isinstance(layer, kind) for layer in generator.layers)
     last = "shift_add" if has(ShiftAddConv2D) else "keras"
-    return last + (MATMUL_BIAS if has(MatmulBiasConv2DTranspose) else "")
+    return (last + (MATMUL_BIAS if has(MatmulBiasConv2DTranspose) else "")
+            + (PHASE_GRADS if has(PhaseGradConv2DTranspose) else ""))
 
 
 # The Keras example's labels (fake 1, real 0, noise added upward), with the

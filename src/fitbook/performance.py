@@ -7,7 +7,7 @@ and what the chapter compares the results with:
 - contenders: the same classifier trained by ``fit()`` (with and without
   ``steps_per_execution``), by a custom ``train_step``, by the from-scratch
   ``Trainer`` in each mode, and by ``fit()`` fed from ``tf.data`` pipelines;
-  the classifier and the GAN step across precision x XLA
+  the classifier across precision x XLA
   (x ``steps_per_execution``), the grid :mod:`fitbook.tuning` chooses from;
 - the float32 vs ``mixed_bfloat16`` study runs, compared within their
   seed-to-seed spread;
@@ -15,7 +15,8 @@ and what the chapter compares the results with:
 - the GAN's layers one by one (:func:`gan_layer_profile`), with the
   generator's last convolution computed both ways, and a bias gradient both
   ways, timed (:func:`bias_gradient_times`) and checked against exact sums
-  (:func:`bias_gradient_errors`).
+  (:func:`bias_gradient_errors`); the strided convolutions' kernel gradients
+  by TensorFlow's kernels and by phases (:func:`kernel_gradient_times`).
 
 The machine and its peak are in :mod:`fitbook.performance_machine`; the tables
 in :mod:`fitbook.timing`.
@@ -31,8 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from fitbook.checks import positive_int
-from fitbook.data import image_dataset
-from fitbook.gan import FIXED_RECIPE, build_gan
+from fitbook.gan import FIXED_RECIPE
 from fitbook.loops import Trainer, trainer_run
 from fitbook.models import (
     LATENT_DIM,
@@ -41,6 +41,8 @@ from fitbook.models import (
     build_generator,
     classifier,
     compile_classifier,
+    phase_conv2d,
+    phase_conv2d_transpose,
 )
 from fitbook.timing import dataset_run, fit_run, time_runs
 from fitbook.train_step import CustomTrainStepModel
@@ -213,26 +215,6 @@ def classifier_grid_runs(x, y, batch_size, configs=None, hidden=128):
     return runs
 
 
-def gan_runs(images, steps, policies=("float32", "mixed_bfloat16"), jit_compile=True):
-    """Name -> run: ``steps`` GAN steps under fit(), for each dtype policy.
-
-    The GAN of chapter "A GAN, two ways" with its fixed recipe, its layers
-    built under each policy (``benchmarks/performance_table.py``).
-    """
-    runs = {}
-    for policy in policies:
-        gan = gan_under_policy(policy, jit_compile)
-        dataset = image_dataset(images, FIXED_RECIPE.batch_size, repeat=True)
-        runs[f"GAN step, {policy}"] = dataset_run(gan, dataset, steps)
-    return runs
-
-
-def gan_under_policy(policy, jit_compile=True):
-    """The compiled GAN (fixed recipe) with its layers built under ``policy``;
-    the global policy is restored afterwards (chapter "Performance")."""
-    return build_gan(FIXED_RECIPE, jit_compile=jit_compile, precision=policy)
-
-
 # ------------------------------------------------- is bfloat16 sound?
 
 
@@ -367,7 +349,9 @@ def bias_gradient_runs(shape, steps, dtypes=("float32", "bfloat16")):
     for dtype in dtypes:
         grad = tf.cast(upstream, dtype)
         for way, add in (("BiasAddGrad", tf.nn.bias_add), ("matmul", add_bias)):
-            runs[dtype, way] = _bias_gradient_run(add, grad, steps)
+            bias = tf.zeros(shape[-1], dtype)
+            runs[dtype, way] = _gradient_run(add, tf.zeros_like(grad), bias, grad,
+                                             steps)
     return runs
 
 
@@ -377,16 +361,16 @@ def bias_upstream(shape):
     return tf.random.stateless_normal(shape, (0, 0))
 
 
-def _bias_gradient_run(add, upstream, steps):
-    bias = tf.zeros(upstream.shape[-1], upstream.dtype)
-    x = tf.zeros_like(upstream)
+def _gradient_run(forward, x, weight, upstream, steps):
+    """A run: ``steps`` gradients of ``forward(x, weight)`` for ``weight``,
+    given the ``upstream`` gradient of its output; returns the last one."""
 
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            tape.watch(bias)
-            y = add(x, bias)
-        return tape.gradient(y, bias, output_gradients=upstream)
+            tape.watch(weight)
+            y = forward(x, weight)
+        return tape.gradient(y, weight, output_gradients=upstream)
 
     def run():
         for _ in range(steps):
@@ -399,10 +383,15 @@ def _bias_gradient_run(add, upstream, steps):
 def bias_gradient_times(shape, steps=5, rounds=3):
     """``{dtype: {way: seconds per bias gradient}}`` for
     :func:`bias_gradient_runs`, all timed in alternating rounds."""
-    measured = time_runs(bias_gradient_runs(shape, steps), steps, rounds)
+    return seconds_by_way(time_runs(bias_gradient_runs(shape, steps), steps, rounds))
+
+
+def seconds_by_way(measured):
+    """``{what: {way: seconds per step}}`` from ``time_runs``' results for
+    runs named ``(what, way)``."""
     times = {}
-    for (dtype, way), m in measured.items():
-        times.setdefault(dtype, {})[way] = 1 / m.steps_per_second
+    for (what, way), m in measured.items():
+        times.setdefault(what, {})[way] = 1 / m.steps_per_second
     return times
 
 
@@ -420,6 +409,55 @@ def bias_gradient_errors(shape, dtype="bfloat16"):
         got = np.asarray(tf.cast(run(), "float64"))
         errors[way] = float(np.linalg.norm(got - exact) / np.linalg.norm(exact))
     return errors
+
+
+def strided_layers(batch_size=FIXED_RECIPE.batch_size):
+    """``{"G4 Conv2DTranspose": (layer, input shape), ...}``: the GAN's
+    convolutions with strides, named as in :func:`gan_layer_runs`, each with
+    the shape of its input in a training step (the discriminator's: real and
+    fake images, twice ``batch_size``)."""
+    layers = {}
+    for key, network, batch in (("G", build_generator(), batch_size),
+                                ("D", build_discriminator(), 2 * batch_size)):
+        for i, layer in enumerate(network.layers, start=1):
+            if getattr(layer, "strides", (1, 1)) != (1, 1):
+                shape = (batch, *layer.input.shape[1:])
+                layers[f"{key}{i} {type(layer).__name__}"] = (layer, shape)
+    return layers
+
+
+def kernel_gradient_runs(steps, dtype="bfloat16"):
+    """``{(layer, way): run}``: ``steps`` kernel gradients of each of the GAN's
+    strided convolutions (:func:`strided_layers`) in ``dtype``, of random
+    inputs and output gradients: by TensorFlow's own gradient, and by phases
+    (``phase_conv2d``, ``phase_conv2d_transpose``)."""
+    runs = {}
+    for name, (layer, shape) in strided_layers().items():
+        out = tuple(layer.compute_output_shape(shape))
+        x = tf.cast(tf.random.stateless_normal(shape, (0, 1)), dtype)
+        kernel = tf.random.stateless_normal(layer.kernel.shape, (0, 2))
+        kernel = tf.cast(0.1 * kernel, dtype)
+        upstream = tf.cast(tf.random.stateless_normal(out, (0, 3)), dtype)
+        for way, convolve in _convolutions(layer, out).items():
+            runs[name, way] = _gradient_run(convolve, x, kernel, upstream, steps)
+    return runs
+
+
+def _convolutions(layer, out):
+    """``layer``'s convolution, without bias, both ways: ``{way: f(x, kernel)}``."""
+    stride, padding = layer.strides[0], layer.padding.upper()
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        return {"TensorFlow": lambda x, k: tf.nn.conv2d_transpose(x, k, out, stride,
+                                                                  padding),
+                "phases": lambda x, k: phase_conv2d_transpose(x, k, stride, padding)}
+    return {"TensorFlow": lambda x, k: tf.nn.conv2d(x, k, stride, padding),
+            "phases": lambda x, k: phase_conv2d(x, k, stride, padding)}
+
+
+def kernel_gradient_times(steps=5, rounds=3, dtype="bfloat16"):
+    """``{layer: {way: seconds per kernel gradient}}`` for
+    :func:`kernel_gradient_runs`, all timed in alternating rounds."""
+    return seconds_by_way(time_runs(kernel_gradient_runs(steps, dtype), steps, rounds))
 
 
 def layer_profile_figure(profile):

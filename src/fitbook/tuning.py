@@ -54,6 +54,7 @@ class Config:
     steps_per_execution: int = 1  # training steps per call of the compiled step
     shift_add_conv: bool = False  # one-filter conv as matmul + shifted adds
     matmul_bias_grad: bool = False  # transposed convs' bias gradient as a matmul
+    phase_kernel_grads: bool = False  # 7x7-grid layers' kernel gradients by phases
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -65,7 +66,7 @@ class Config:
                 f"jit_compile must be True or False, got {self.jit_compile!r}."
             )
         positive_int("steps_per_execution", self.steps_per_execution)
-        for field in ("shift_add_conv", "matmul_bias_grad"):
+        for field in ("shift_add_conv", "matmul_bias_grad", "phase_kernel_grads"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(
                     f"{field} must be True or False, got {getattr(self, field)!r}."
@@ -81,6 +82,8 @@ class Config:
             parts.append("shift-add conv")
         if self.matmul_bias_grad:
             parts.append("matmul bias gradient")
+        if self.phase_kernel_grads:
+            parts.append("phase kernel gradients")
         return ", ".join(parts)
 
     @property
@@ -95,13 +98,13 @@ PLAIN = Config()  # float32, no XLA, one step per call, Keras' Conv2D: the refer
 
 def grid(precisions=("float32", "mixed_bfloat16"), jit_compile=(False, True),
          steps_per_execution=(1,), shift_add_conv=(False,),
-         matmul_bias_grad=(False,)):
+         matmul_bias_grad=(False,), phase_kernel_grads=(False,)):
     """Every combination of the options as a list of Configs, ``PLAIN`` first
     when it is among them (:func:`autotune` needs it)."""
     configs = [
-        Config(p, j, k, s, b)
+        Config(p, j, k, s, b, g)
         for p in precisions for j in jit_compile for k in steps_per_execution
-        for s in shift_add_conv for b in matmul_bias_grad
+        for s in shift_add_conv for b in matmul_bias_grad for g in phase_kernel_grads
     ]
     if not configs:
         raise ValueError("grid is empty: give at least one value of each option.")
@@ -165,7 +168,8 @@ class Tuning:
     @classmethod
     def from_dict(cls, record, cached=True):
         """The Tuning that :meth:`to_dict` wrote (older records lack
-        ``shift_add_conv`` and ``matmul_bias_grad``, i.e. Keras' layers,
+        ``shift_add_conv``, ``matmul_bias_grad`` and ``phase_kernel_grads``,
+        i.e. Keras' layers,
         ``second_stage`` and
         ``measurements``)."""
         measurements = {
@@ -273,10 +277,12 @@ def restrict(candidates, precision=AUTO, jit_compile=AUTO):
     XLA choice for a ``precision`` not among ``candidates``; and the same list
     with ``PLAIN`` first, the reference even where it is not eligible."""
     options = {c.jit_compile for c in candidates} | {False}
-    layers = {(c.shift_add_conv, c.matmul_bias_grad) for c in candidates}
+    layers = {(c.shift_add_conv, c.matmul_bias_grad, c.phase_kernel_grads)
+              for c in candidates}
     extra = [] if precision in (AUTO, *(c.precision for c in candidates)) else [
-        Config(precision, j, shift_add_conv=s, matmul_bias_grad=b)
-        for j in sorted(options) for s, b in sorted(layers)]
+        Config(precision, j, shift_add_conv=s, matmul_bias_grad=b,
+               phase_kernel_grads=g)
+        for j in sorted(options) for s, b, g in sorted(layers)]
     eligible = [c for c in [*candidates, *extra]
                 if precision in (AUTO, c.precision)
                 and jit_compile in (AUTO, c.jit_compile)]
@@ -321,9 +327,10 @@ def cache_path(environ=os.environ):
     return Path.home() / ".cache" / "fitbook" / "tuning.json"
 
 
-RECORD_FORMAT = "record 4"  # in every cache key: older records are measured again
+RECORD_FORMAT = "record 5"  # in every cache key: older records are measured again
 # record 3: the GAN timed on data without tf.data autotuning, one model per contender
 # record 4: ShiftAddConv2D with its written-out gradient (faster; same function)
+# record 5: a third variant of the GAN's winner, phase kernel gradients
 
 
 def cache_key(model, candidates, steps, eligible=None, variants=None):

@@ -50,7 +50,7 @@ def main(argv=None):
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS,
                         default=["mixed_bfloat16"])
     parser.add_argument("--convs", nargs="+", choices=CONVS, default=["keras"],
-                        help="how the generator's convolutions compute")
+                        help="how the networks' convolutions compute")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=POSITIVE_INT, default=1200)
     parser.add_argument("--log-every", type=POSITIVE_INT, default=200)

@@ -96,7 +96,7 @@ def parse_args(argv):
                    "auto (default): the fastest sound one measured here, or the "
                    "resumed run's")
     t.add_argument("--conv", choices=("auto", *CONVS), default="auto",
-                   help="how the generator's convolutions compute; auto "
+                   help="how the networks' convolutions compute; auto "
                    "(default): measured along with --precision/--jit auto, the "
                    "resumed run's, else keras")
     args = parser.parse_args(argv)
