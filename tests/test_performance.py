@@ -289,6 +289,17 @@ def test_seconds_by_way_nests_the_best_rounds():
     assert P.seconds_by_way(measured) == {"a": {"x": 0.25, "y": 2.0}, "b": {"x": 0.2}}
 
 
+def test_retracing_expected_quiets_warnings_and_restores_the_level():
+    logger = tf.get_logger()
+    before = logger.level
+    with P.retracing_expected():
+        assert logger.level == 40  # logging.ERROR
+    assert logger.level == before
+    with pytest.raises(RuntimeError), P.retracing_expected():
+        raise RuntimeError("restored all the same")
+    assert logger.level == before
+
+
 def test_strided_layers_are_the_four_stride_2_convolutions():
     layers = P.strided_layers(batch_size=8)
     assert {name: shape for name, (_, shape) in layers.items()} == {

@@ -126,6 +126,15 @@ def test_config_grid_and_restrict():
     with pytest.raises(ValueError, match="matmul_bias_grad must be True or False"):
         Config(matmul_bias_grad=1)
     assert len(T.grid(matmul_bias_grad=(False, True))) == 8
+    with pytest.raises(ValueError, match="phase_kernel_grads must be True or False"):
+        Config(phase_kernel_grads=None)
+    phased = T.grid(phase_kernel_grads=(True,))
+    assert len(phased) == 4 and all(c.phase_kernel_grads for c in phased)
+    assert Config("mixed_bfloat16", matmul_bias_grad=True,
+                  phase_kernel_grads=True).name == (
+        "mixed_bfloat16, no XLA, matmul bias, phase grads")
+    candidates, _ = T.restrict(phased, "mixed_float16", False)  # keeps the layers
+    assert candidates == [PLAIN, Config("mixed_float16", phase_kernel_grads=True)]
     with pytest.raises(ValueError, match="no candidate"):
         T.restrict([PLAIN], jit_compile=True)
 
@@ -178,7 +187,7 @@ def test_second_stage_tries_every_combination_of_variants(clock):
     result = T.autotune(fake_maker(clock, seconds, {}, calls), T.grid(), steps=4,
                         variants=variants)
     assert result.chosen == both and both.name == (
-        "mixed_bfloat16, no XLA, shift-add conv, matmul bias gradient")
+        "mixed_bfloat16, no XLA, shift-add conv, matmul bias")
     assert set(result.second_stage) == {BF16.name, both.name,
                                         *(c.name for c in alone)}
     assert len(set(calls)) == 7  # four candidates and three variants

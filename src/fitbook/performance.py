@@ -22,6 +22,7 @@ The machine and its peak are in :mod:`fitbook.performance_machine`; the tables
 in :mod:`fitbook.timing`.
 """
 
+import contextlib
 import functools
 import math
 import statistics
@@ -327,13 +328,8 @@ def gan_layer_profile(policies=("float32", "mixed_bfloat16"), steps=3, rounds=3)
     for policy in policies:
         policy_runs, shapes = gan_layer_runs(policy, steps)
         runs.update({(policy, name): run for name, run in policy_runs.items()})
-    logger = tf.get_logger()
-    level = logger.level
-    logger.setLevel("ERROR")  # one tf.function per layer: retracing is expected
-    try:
+    with retracing_expected():  # one tf.function per layer
         measured = time_runs(runs, steps, rounds)
-    finally:
-        logger.setLevel(level)
     profile = {policy: {} for policy in policies}
     for (policy, name), m in measured.items():
         profile[policy][name] = 1 / m.steps_per_second
@@ -457,7 +453,22 @@ def _convolutions(layer, out):
 def kernel_gradient_times(steps=5, rounds=3, dtype="bfloat16"):
     """``{layer: {way: seconds per kernel gradient}}`` for
     :func:`kernel_gradient_runs`, all timed in alternating rounds."""
-    return seconds_by_way(time_runs(kernel_gradient_runs(steps, dtype), steps, rounds))
+    with retracing_expected():  # one tf.function per layer and way
+        measured = time_runs(kernel_gradient_runs(steps, dtype), steps, rounds)
+    return seconds_by_way(measured)
+
+
+@contextlib.contextmanager
+def retracing_expected():
+    """Inside the block, TensorFlow's logger shows errors only: many small
+    ``tf.function``\ s, each traced once, make it warn about retracing."""
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def layer_profile_figure(profile):

@@ -81,9 +81,9 @@ class Config:
         if self.shift_add_conv:
             parts.append("shift-add conv")
         if self.matmul_bias_grad:
-            parts.append("matmul bias gradient")
+            parts.append("matmul bias")  # gradient
         if self.phase_kernel_grads:
-            parts.append("phase kernel gradients")
+            parts.append("phase grads")  # kernel gradients by phases
         return ", ".join(parts)
 
     @property
