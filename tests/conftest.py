@@ -46,7 +46,8 @@ def pytest_configure(config):
     """Markers that .ci/run selects for its second pass (oneDNN kernels off)."""
     config.addinivalue_line(
         "markers",
-        "equivalence: custom step vs Keras' built-in one; "
+        "equivalence: our code vs Keras' or TensorFlow's own (a custom step vs "
+        "the built-in one, a layer computed another way vs Keras' layer); "
         ".ci/run runs these again with TF_ENABLE_ONEDNN_OPTS=0",
     )
     config.addinivalue_line(

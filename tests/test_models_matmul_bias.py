@@ -11,6 +11,8 @@ from conftest import outputs_and_gradients, twin_layers
 from fitbook import models as M
 from fitbook.models import MatmulBiasConv2DTranspose, add_bias
 
+pytestmark = pytest.mark.equivalence  # .ci/run: again with oneDNN's kernels off
+
 # Largest |difference| from float32's Conv2DTranspose over its largest |value|:
 # float32 sums the bias gradient in another order; bfloat16 keeps 8 significant
 # bits of every input, weight and product (compared with float32, not with a

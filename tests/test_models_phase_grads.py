@@ -16,6 +16,8 @@ from fitbook.models import (
     PhaseGradMatmulBiasConv2DTranspose,
 )
 
+pytestmark = pytest.mark.equivalence  # .ci/run: again with oneDNN's kernels off
+
 # Largest |difference| from float32's Keras layer over its largest |value|:
 # float32 only sums in another order; bfloat16 keeps 8 significant bits of
 # every input, weight and product (compared with float32, not with a kernel's

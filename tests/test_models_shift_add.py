@@ -12,6 +12,8 @@ from fitbook import models as M
 from fitbook.models import ShiftAddConv2D
 from fitbook.tuning import dtype_policy
 
+pytestmark = pytest.mark.equivalence  # .ci/run: again with oneDNN's kernels off
+
 # Largest |difference| from float32's Conv2D over its largest |value|: float32
 # only sums in another order; bfloat16 keeps 8 significant bits of every input,
 # weight and product, and the bias gradient sums over all outputs. Compared with

@@ -461,7 +461,7 @@ def kernel_gradient_times(steps=5, rounds=3, dtype="bfloat16"):
 @contextlib.contextmanager
 def retracing_expected():
     """Inside the block, TensorFlow's logger shows errors only: many small
-    ``tf.function``\ s, each traced once, make it warn about retracing."""
+    traced functions, each traced once, make it warn about retracing."""
     logger = tf.get_logger()
     level = logger.level
     logger.setLevel("ERROR")
