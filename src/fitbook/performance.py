@@ -308,16 +308,28 @@ def gan_layer_runs(policy, steps, batch_size=FIXED_RECIPE.batch_size):
     runs, shapes = {}, {}
     for key, network in (("G", g), ("D", d)):
         x = tf.constant(inputs[key], "float32")
-        for i, layer in enumerate(network.layers, start=1):
+        for name, layer in named_layers(key, network):
             x = tf.cast(x, layer.compute_dtype)
-            name = f"{key}{i} {type(layer).__name__}"
             runs[name] = layer_run(layer, x, steps)
-            if network is g and i == len(g.layers):
+            if layer is g.layers[-1]:
                 last = shifted.layers[-1]
-                runs[f"{key}{i} {type(last).__name__}"] = layer_run(last, x, steps)
+                runs[layer_name(key, len(g.layers), last)] = layer_run(last, x, steps)
             x = layer(x, training=True)
             shapes[name] = tuple(x.shape[1:])
     return runs, shapes
+
+
+def named_layers(key, network):
+    """``[(name, layer)]`` for ``network``'s layers, named by
+    :func:`layer_name`."""
+    return [(layer_name(key, i, layer), layer)
+            for i, layer in enumerate(network.layers, start=1)]
+
+
+def layer_name(key, number, layer):
+    """``"G4 Conv2DTranspose"``: the network's letter, the layer's number
+    from 1 and its class, as the chapter's layer profile names layers."""
+    return f"{key}{number} {type(layer).__name__}"
 
 
 def gan_layer_profile(policies=("float32", "mixed_bfloat16"), steps=3, rounds=3):
@@ -409,16 +421,15 @@ def bias_gradient_errors(shape, dtype="bfloat16"):
 
 def strided_layers(batch_size=FIXED_RECIPE.batch_size):
     """``{"G4 Conv2DTranspose": (layer, input shape), ...}``: the GAN's
-    convolutions with strides, named as in :func:`gan_layer_runs`, each with
-    the shape of its input in a training step (the discriminator's: real and
-    fake images, twice ``batch_size``)."""
+    convolutions with strides (:func:`named_layers`), each with the shape of
+    its input in a training step (the discriminator's: real and fake images,
+    twice ``batch_size``)."""
     layers = {}
     for key, network, batch in (("G", build_generator(), batch_size),
                                 ("D", build_discriminator(), 2 * batch_size)):
-        for i, layer in enumerate(network.layers, start=1):
+        for name, layer in named_layers(key, network):
             if getattr(layer, "strides", (1, 1)) != (1, 1):
-                shape = (batch, *layer.input.shape[1:])
-                layers[f"{key}{i} {type(layer).__name__}"] = (layer, shape)
+                layers[name] = (layer, (batch, *layer.input.shape[1:]))
     return layers
 
 
