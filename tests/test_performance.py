@@ -300,6 +300,15 @@ def test_retracing_expected_quiets_warnings_and_restores_the_level():
     assert logger.level == before
 
 
+def test_named_layers_number_from_one_with_the_class():
+    network = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2),
+                                keras.layers.ReLU()])
+    named = P.named_layers("G", network)
+    assert [name for name, _ in named] == ["G1 Dense", "G2 ReLU"]
+    assert [layer for _, layer in named] == network.layers
+    assert P.layer_name("D", 3, network.layers[0]) == "D3 Dense"
+
+
 def test_strided_layers_are_the_four_stride_2_convolutions():
     layers = P.strided_layers(batch_size=8)
     assert {name: shape for name, (_, shape) in layers.items()} == {
