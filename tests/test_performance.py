@@ -318,7 +318,8 @@ def test_strided_layers_are_the_four_stride_2_convolutions():
 
 def test_kernel_gradient_runs_agree_both_ways(monkeypatch):
     """Both ways give the same kernel gradient of each strided layer (float32,
-    a batch of 2 to keep it quick); the times name every layer and way."""
+    one noise vector and two images, to keep it quick); the times name every
+    layer and way."""
     small = P.strided_layers(batch_size=1)
     monkeypatch.setattr(P, "strided_layers", lambda: small)
     runs = P.kernel_gradient_runs(steps=1, dtype="float32")

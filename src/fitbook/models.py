@@ -423,8 +423,8 @@ def conv_parts(conv):
     if conv not in CONVS:
         raise ValueError(f"conv must be one of {CONVS}, got {conv!r}.")
     bias = conv.removesuffix(PHASE_GRADS)
-    return bias.removesuffix(MATMUL_BIAS), bias.endswith(MATMUL_BIAS), \
-        conv.endswith(PHASE_GRADS)
+    return (bias.removesuffix(MATMUL_BIAS), bias.endswith(MATMUL_BIAS),
+            conv.endswith(PHASE_GRADS))
 
 
 def transposed_conv_class(matmul_bias, phase_grads):

@@ -169,9 +169,7 @@ class Tuning:
     def from_dict(cls, record, cached=True):
         """The Tuning that :meth:`to_dict` wrote (older records lack
         ``shift_add_conv``, ``matmul_bias_grad`` and ``phase_kernel_grads``,
-        i.e. Keras' layers,
-        ``second_stage`` and
-        ``measurements``)."""
+        i.e. Keras' layers, ``second_stage`` and ``measurements``)."""
         measurements = {
             name: Measurement(name, m["steps"], tuple(m["seconds"]), m["batch_size"])
             for name, m in record.get("measurements", {}).items()}
